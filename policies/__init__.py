@@ -1,0 +1,31 @@
+"""Contextual-bandit policies on Vowpal Wabbit: feature encoding, exploration, sampling, learning.
+
+Knows nothing about gRPC, Redis or the server; it can be tested and benchmarked alone.
+"""
+
+from ._cost import COST_BOUNDS_ARGS, reward_to_cost
+from ._encoding import action_line, encode_feature, encode_features, escape_key, escape_value, shared_line
+from ._exploration import Bag, Cover, EpsilonGreedy, Exploration, Softmax, SquareCB
+from ._sampling import sample_index, uniform_from_id
+from ._vw import LearningSpec, VWPolicy
+
+__all__ = [
+    "COST_BOUNDS_ARGS",
+    "Bag",
+    "Cover",
+    "EpsilonGreedy",
+    "Exploration",
+    "LearningSpec",
+    "Softmax",
+    "SquareCB",
+    "VWPolicy",
+    "action_line",
+    "encode_feature",
+    "encode_features",
+    "escape_key",
+    "escape_value",
+    "reward_to_cost",
+    "sample_index",
+    "shared_line",
+    "uniform_from_id",
+]

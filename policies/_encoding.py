@@ -1,0 +1,71 @@
+"""Feature encoding into VW's text format.
+
+Every decision is one multi-line VW example:
+
+    shared |c device=mobile basket:2.5 |s <session intent features>
+    |a id=grid style=grid columns:4
+    |a id=carousel style=carousel columns:1
+
+Namespace ``c`` holds the request context, ``s`` the session's intent features and ``a`` the action's
+features and id; the policy interacts ``c`` and ``s`` with ``a`` so that who is shopping changes the
+ranking. Text values become one-hot features ``key=value``; numbers become ``key:value``.
+
+Nothing a client sends may change the example's structure: the characters VW's text format gives
+meaning to (``|``, ``:``, whitespace) are percent-escaped, as is ``%`` itself so the escaping stays
+one-to-one, and ``=`` in keys so that ``key=value`` cannot be forged from another key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+CONTEXT_NAMESPACE = "c"
+SESSION_NAMESPACE = "s"
+ACTION_NAMESPACE = "a"
+
+FeatureMap = Mapping[str, "str | float"]
+
+_VALUE_ESCAPES = str.maketrans({"%": "%25", "|": "%7C", ":": "%3A", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D"})
+_KEY_ESCAPES = str.maketrans(
+    {"%": "%25", "|": "%7C", ":": "%3A", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D", "=": "%3D"}
+)
+
+
+def escape_key(key: str) -> str:
+    """Escape a feature key so it is one VW token that cannot contain ``=``."""
+    return key.translate(_KEY_ESCAPES)
+
+
+def escape_value(value: str) -> str:
+    """Escape a text feature value so it is one VW token."""
+    return value.translate(_VALUE_ESCAPES)
+
+
+def encode_feature(key: str, value: str | float) -> str:
+    """One feature as a VW token: ``key=value`` for text, ``key:value`` for a finite number."""
+    if isinstance(value, str):
+        return f"{escape_key(key)}={escape_value(value)}"
+    if not math.isfinite(value):
+        raise ValueError(f"feature {key!r} is not a finite number: {value}")
+    return f"{escape_key(key)}:{value!r}"
+
+
+def encode_features(features: Iterable[tuple[str, str | float]]) -> str:
+    """Space-joined VW tokens for (key, value) pairs."""
+    return " ".join([encode_feature(k, v) for k, v in features])
+
+
+def action_line(action_id: str, features: FeatureMap) -> str:
+    """The VW line for one candidate action: its id as a feature, then its own features."""
+    body = encode_features(features.items())
+    head = f"|{ACTION_NAMESPACE} id={escape_value(action_id)}"
+    return f"{head} {body}" if body else head
+
+
+def shared_line(context: str, session: str = "") -> str:
+    """The VW shared line from already-encoded context and session feature text."""
+    line = f"shared |{CONTEXT_NAMESPACE} {context}"
+    if session:
+        line += f" |{SESSION_NAMESPACE} {session}"
+    return line

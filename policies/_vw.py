@@ -1,0 +1,95 @@
+"""A Vowpal Wabbit ``cb_explore_adf`` policy on the raw pylibvw call path.
+
+``Workspace.predict(list)`` re-joins, re-splits and wraps every line in Python objects; calling
+``_parse`` + ``predict_multi`` + ``_finish_example_multi_ex`` directly is about 5x faster for ten
+actions on this hardware (benchmarks/README.md). A VW workspace is not thread-safe and pylibvw holds the
+GIL, so one policy is driven from one thread: the server's event loop both predicts and learns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from vowpalwabbit import pyvw
+
+from ._cost import COST_BOUNDS_ARGS
+from ._encoding import ACTION_NAMESPACE, CONTEXT_NAMESPACE, SESSION_NAMESPACE
+from ._exploration import Exploration, SquareCB
+
+_vw = pyvw.pylibvw.vw
+
+#: Shared namespaces are crossed with the action namespace: context x action, session x action.
+INTERACTIONS = (CONTEXT_NAMESPACE + ACTION_NAMESPACE, SESSION_NAMESPACE + ACTION_NAMESPACE)
+
+
+class LearningSpec(BaseModel):
+    """How a decision point's model learns: exploration and VW's learning parameters.
+
+    Changing any of these starts a new model (VW cannot load a model into other reductions).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exploration: Exploration = Field(default_factory=SquareCB)
+    bits: int = Field(18, ge=10, le=28, description="feature hash table size, 2^bits weights")
+    learning_rate: float | None = Field(None, gt=0, description="VW's -l; VW's default when unset")
+
+    def vw_args(self) -> str:
+        """The full VW command line for this spec."""
+        parts = ["--cb_explore_adf", self.exploration.vw_args(), COST_BOUNDS_ARGS]
+        parts += [f"-q {pair}" for pair in INTERACTIONS]
+        parts.append(f"-b {self.bits}")
+        if self.learning_rate is not None:
+            parts.append(f"-l {self.learning_rate!r}")
+        return " ".join(parts)
+
+    def fingerprint(self) -> str:
+        """Short stable id of the VW arguments; models with different fingerprints are incompatible."""
+        return hashlib.sha256(self.vw_args().encode()).hexdigest()[:8]
+
+
+class VWPolicy:
+    """One contextual-bandit model: predict a PMF over candidate actions, learn from logged outcomes."""
+
+    def __init__(self, spec: LearningSpec, model_file: Path | None = None) -> None:
+        args = f"{spec.vw_args()} --quiet"
+        if model_file is not None:
+            args += f" -i {model_file}"
+        self.spec = spec
+        self._ws = pyvw.Workspace(args, enable_logging=False)
+        self.examples_learned = 0
+
+    def predict(self, shared: str, actions: Sequence[str]) -> list[float]:
+        """Probability of each action, in the order given, summing to 1."""
+        examples = _vw._parse(self._ws, shared + "\n" + "\n".join(actions))
+        try:
+            _vw.predict_multi(self._ws, examples)
+            scores: list[float] = examples[0].get_action_scores()
+        finally:
+            _vw._finish_example_multi_ex(self._ws, examples)
+        total = sum(scores)
+        if len(scores) != len(actions) or not total > 0:
+            # VW yields one score per action; anything else means a malformed example slipped through.
+            raise RuntimeError(f"VW returned {len(scores)} scores for {len(actions)} actions")
+        return [s / total for s in scores]
+
+    def learn(self, shared: str, actions: Sequence[str], chosen: int, cost: float, probability: float) -> None:
+        """One online update: the chosen action cost `cost` and was drawn with `probability`."""
+        lines = list(actions)
+        lines[chosen] = f"0:{cost!r}:{probability!r} {lines[chosen]}"
+        examples = _vw._parse(self._ws, shared + "\n" + "\n".join(lines))
+        try:
+            _vw.learn_multi(self._ws, examples)
+        finally:
+            _vw._finish_example_multi_ex(self._ws, examples)
+        self.examples_learned += 1
+
+    def save(self, path: Path) -> None:
+        """Write the model (with its learning state, so learning resumes after a load)."""
+        self._ws.save(str(path))
+
+    def close(self) -> None:
+        self._ws.finish()

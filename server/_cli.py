@@ -1,0 +1,121 @@
+"""The `tailor` command: serve, learn, catalog validate.
+
+Every flag falls back to its TAILOR_* environment variable, then to the default in ServeConfig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ._catalog import CatalogError, load_catalog_dir
+from ._config import ServeConfig
+
+log = logging.getLogger("tailor")
+
+
+def _serve_flags(p: argparse.ArgumentParser, learner: bool = False) -> None:
+    p.add_argument("--catalogs", type=Path, help="catalog directory (TAILOR_CATALOGS; default ./catalogs)")
+    if not learner:
+        p.add_argument("--host", help="bind address (TAILOR_HOST; default [::])")
+        p.add_argument("--port", type=int, help="gRPC port (TAILOR_PORT; default 50051)")
+        p.add_argument(
+            "--data-dir", type=Path, help="snapshots and pending decisions (TAILOR_DATA_DIR; default ./data)"
+        )
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (TAILOR_METRICS_PORT; default 9464)")
+    p.add_argument("--redis-url", help="Redis URL for shared state (TAILOR_REDIS_URL)")
+    p.add_argument("--redis-prefix", help="Redis key prefix (TAILOR_REDIS_PREFIX; default tailor)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tailor", description="Real-time personalization decisions over gRPC.")
+    parser.add_argument("--log-level", default=os.environ.get("TAILOR_LOG_LEVEL", "INFO"), help="TAILOR_LOG_LEVEL")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_flags(sub.add_parser("serve", help="run the decision service"))
+    _serve_flags(sub.add_parser("learn", help="run the shared learner (Redis mode)"), learner=True)
+    catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="catalog_command", required=True)
+    validate = catalog.add_parser("validate", help="validate a catalog directory; exit 1 on any error")
+    validate.add_argument("directory", type=Path)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> ServeConfig:
+    fields = ("catalogs", "host", "port", "metrics_port", "data_dir", "redis_url", "redis_prefix")
+    given: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    return ServeConfig(**given)
+
+
+async def _serve(config: ServeConfig) -> int:
+    from prometheus_client import disable_created_metrics
+
+    from ._app import TailorServer
+
+    disable_created_metrics()  # *_created series double the scrape for no operational use
+
+    server = TailorServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_catalogs)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    return 0
+
+
+def _validate(directory: Path) -> int:
+    try:
+        catalogs = load_catalog_dir(directory)
+    except CatalogError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(err.problems)} problem(s) in {directory}", file=sys.stderr)
+        return 1
+    for name, cat in sorted(catalogs.items()):
+        print(f"ok  {cat.source.name}: {name} ({len(cat.action_ids)} actions)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.command == "catalog":
+        return _validate(args.directory)
+    try:
+        config = _config(args)
+    except ValidationError as err:
+        for e in err.errors():
+            print(f"configuration: {'.'.join(map(str, e['loc']))}: {e['msg']}", file=sys.stderr)
+        return 2
+    if args.command == "learn" or config.redis_url:
+        print(
+            "tailor: the Redis backend (--redis-url, `tailor learn`) is not available in this version; "
+            "run `tailor serve` without --redis-url for the embedded default",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return asyncio.run(_serve(config))
+    except CatalogError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"tailor: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

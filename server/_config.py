@@ -1,0 +1,46 @@
+"""Server configuration: one validated model, filled from flags, then TAILOR_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseSettings):
+    """Request limits; exceeding one is INVALID_ARGUMENT naming the field."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="forbid", frozen=True)
+
+    max_id_bytes: int = Field(256, ge=1, description="session, event, action, reward ids")
+    max_actions: int = Field(256, ge=1, description="candidates in one decision")
+    max_action_features: int = Field(64, ge=1, description="features of one request-supplied action")
+    max_context_features: int = Field(256, ge=1, description="context features in one Decide")
+    max_batch: int = Field(1000, ge=1, description="events or rewards in one stream message")
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="one gRPC message")
+
+
+class ServeConfig(BaseSettings):
+    """`tailor serve` settings. Every field is also read from TAILOR_<FIELD_NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="forbid", frozen=True)
+
+    catalogs: Path = Field(Path("catalogs"), description="directory of catalog YAML files")
+    host: str = Field("[::]", description="address the gRPC server binds")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus /metrics port; unset disables")
+    data_dir: Path = Field(Path("data"), description="model snapshots and persisted pending decisions")
+    redis_url: str | None = Field(None, description="redis://, rediss:// or unix:// URL; unset = embedded state")
+    redis_prefix: str = Field("tailor", description="key prefix in Redis")
+    snapshot_interval_seconds: float = Field(30.0, gt=0, description="how often changed models are snapshotted")
+    snapshots_kept: int = Field(3, ge=1, description="snapshots kept per model")
+    decision_grace_seconds: float = Field(
+        600.0, ge=0, description="decisions stay retained this long after their window"
+    )
+    max_pending_decisions: int = Field(
+        500_000, ge=1, description="retained decisions; beyond it decisions are served but not learned"
+    )
+    learn_slice_seconds: float = Field(0.001, gt=0, description="longest the learner holds the event loop at once")
+    shutdown_grace_seconds: float = Field(10.0, ge=0, description="in-flight RPCs get this long at shutdown")
+    limits: Limits = Field(default_factory=Limits)

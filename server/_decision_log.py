@@ -1,0 +1,254 @@
+"""The decision log: every served decision with its exact features and probability, kept until its
+reward window has closed and a grace period has passed.
+
+The log is the join side of rewards (by event id), the replay store for repeated event ids, and the
+source of the learner's examples. `InMemoryDecisionLog` is the embedded default: a dict plus a
+deadline heap, bounded by `capacity`; its content is written to the data directory at shutdown and
+read back at start-up so pending decisions survive a graceful restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+Aggregation = Literal["first", "sum", "max"]
+
+
+@dataclass(slots=True)
+class Decision:
+    """What a client is told: the chosen action, every candidate's probability, payload, model version."""
+
+    event_id: str
+    action_id: str
+    probability: float
+    ranking: tuple[tuple[str, float], ...]
+    payload: dict[str, str]
+    model_version: str
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """A logged decision with all a learner needs to learn it exactly once."""
+
+    decision: Decision
+    session_id: str
+    decision_point: str
+    shared: str  # VW shared line, exactly as predicted on
+    actions: tuple[str, ...]  # VW action lines, in candidate order
+    chosen: int
+    created_at: float
+    window_seconds: float
+    aggregation: Aggregation
+    reward_range: tuple[float, float]
+    default_reward: float
+    grace_seconds: float
+    activated_at: float | None  # None while a deferred decision waits for Activate
+    rewards: list[float] = field(default_factory=list)
+    reward_ids: set[str] = field(default_factory=set)
+    learned: bool = False
+
+    @property
+    def event_id(self) -> str:
+        return self.decision.event_id
+
+    @property
+    def probability(self) -> float:
+        return self.decision.probability
+
+    @property
+    def window_end(self) -> float | None:
+        """When the reward window closes; None until a deferred decision is activated."""
+        return None if self.activated_at is None else self.activated_at + self.window_seconds
+
+    @property
+    def expires_at(self) -> float:
+        """When the decision is forgotten (rewards then count as UNKNOWN_EVENT)."""
+        start = self.created_at if self.activated_at is None else self.activated_at
+        return start + self.window_seconds + self.grace_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "decision": {
+                "event_id": d.event_id,
+                "action_id": d.action_id,
+                "probability": d.probability,
+                "ranking": [list(r) for r in d.ranking],
+                "payload": d.payload,
+                "model_version": d.model_version,
+            },
+            "session_id": self.session_id,
+            "decision_point": self.decision_point,
+            "shared": self.shared,
+            "actions": list(self.actions),
+            "chosen": self.chosen,
+            "created_at": self.created_at,
+            "window_seconds": self.window_seconds,
+            "aggregation": self.aggregation,
+            "reward_range": list(self.reward_range),
+            "default_reward": self.default_reward,
+            "grace_seconds": self.grace_seconds,
+            "activated_at": self.activated_at,
+            "rewards": self.rewards,
+            "reward_ids": sorted(self.reward_ids),
+            "learned": self.learned,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> DecisionRecord:
+        d = doc["decision"]
+        decision = Decision(
+            event_id=d["event_id"],
+            action_id=d["action_id"],
+            probability=d["probability"],
+            ranking=tuple((a, p) for a, p in d["ranking"]),
+            payload=d["payload"],
+            model_version=d["model_version"],
+        )
+        low, high = doc["reward_range"]
+        return cls(
+            decision=decision,
+            session_id=doc["session_id"],
+            decision_point=doc["decision_point"],
+            shared=doc["shared"],
+            actions=tuple(doc["actions"]),
+            chosen=doc["chosen"],
+            created_at=doc["created_at"],
+            window_seconds=doc["window_seconds"],
+            aggregation=doc["aggregation"],
+            reward_range=(low, high),
+            default_reward=doc["default_reward"],
+            grace_seconds=doc["grace_seconds"],
+            activated_at=doc["activated_at"],
+            rewards=list(doc["rewards"]),
+            reward_ids=set(doc["reward_ids"]),
+            learned=doc["learned"],
+        )
+
+
+class DecisionLog(Protocol):
+    """Where decisions wait for their rewards. The Redis backend implements the same interface."""
+
+    def get(self, event_id: str) -> DecisionRecord | None: ...
+
+    def add(self, record: DecisionRecord) -> bool:
+        """Log a decision; False when the log is full (the decision is then served but not learned)."""
+        ...
+
+    def activate(self, record: DecisionRecord, now: float) -> None:
+        """Start a deferred decision's window now."""
+        ...
+
+    def due(self, now: float) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
+        """Decisions whose window has closed unlearned, and decisions forgotten as of now."""
+        ...
+
+    def mark_learned(self, record: DecisionRecord) -> None:
+        """Record that the decision was handed to the learner; it is never learned again."""
+        ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def __len__(self) -> int: ...
+
+    def pending(self) -> int:
+        """Decisions not yet learned (the join backlog)."""
+        ...
+
+
+class InMemoryDecisionLog:
+    """The embedded decision log: a dict by event id and a heap of window and expiry deadlines."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._records: dict[str, DecisionRecord] = {}
+        # (when, kind, event_id): kind 0 closes a window, 1 forgets the decision. Entries may be stale
+        # (a window reopened by activation); each is checked against the record when it comes due.
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._unlearned = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[DecisionRecord]:
+        return iter(self._records.values())
+
+    def pending(self) -> int:
+        return self._unlearned
+
+    def get(self, event_id: str) -> DecisionRecord | None:
+        return self._records.get(event_id)
+
+    def add(self, record: DecisionRecord) -> bool:
+        if len(self._records) >= self.capacity:
+            return False
+        self._records[record.event_id] = record
+        if not record.learned:
+            self._unlearned += 1
+        self._schedule(record)
+        return True
+
+    def _schedule(self, record: DecisionRecord) -> None:
+        end = record.window_end
+        if end is not None and not record.learned:
+            heapq.heappush(self._deadlines, (end, 0, record.event_id))
+        heapq.heappush(self._deadlines, (record.expires_at, 1, record.event_id))
+
+    def activate(self, record: DecisionRecord, now: float) -> None:
+        record.activated_at = now
+        self._schedule(record)
+
+    def mark_learned(self, record: DecisionRecord) -> None:
+        if not record.learned:
+            record.learned = True
+            self._unlearned -= 1
+
+    def next_deadline(self) -> float | None:
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def due(self, now: float) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
+        closed: list[DecisionRecord] = []
+        forgotten: list[DecisionRecord] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, kind, event_id = heapq.heappop(heap)
+            record = self._records.get(event_id)
+            if record is None:
+                continue
+            if kind == 0:
+                end = record.window_end
+                if not record.learned and end is not None and end <= now:
+                    closed.append(record)
+            elif record.expires_at <= now:
+                del self._records[event_id]
+                if not record.learned:
+                    self._unlearned -= 1
+                forgotten.append(record)
+        return closed, forgotten
+
+    def save(self, path: Path) -> int:
+        """Write every retained decision as JSON lines (atomically); returns how many."""
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            for record in self._records.values():
+                f.write(json.dumps(record.to_json(), separators=(",", ":")))
+                f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return len(self._records)
+
+    def load(self, path: Path) -> int:
+        """Read decisions written by `save`; returns how many were restored."""
+        restored = 0
+        with path.open() as f:
+            for line in f:
+                if line.strip() and self.add(DecisionRecord.from_json(json.loads(line))):
+                    restored += 1
+        return restored

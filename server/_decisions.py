@@ -1,0 +1,165 @@
+"""The decision service: a validated Decide query becomes a sampled, logged decision.
+
+Path: candidates (catalog actions, narrowed or excluded, or the request's own actions) -> shared
+features -> the decision point's VW policy -> PMF -> draw seeded by the event id -> decision log.
+Everything here is synchronous and short; the servicer calls it straight from the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from policies import action_line, encode_features, sample_index, shared_line
+
+from ._catalog import Catalog
+from ._config import Limits
+from ._decision_log import Decision, DecisionLog, DecisionRecord
+from ._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, invalid
+from ._joiner import RewardJoiner
+from ._metrics import Metrics
+from ._models import ModelRegistry
+
+Features = list[tuple[str, "str | float"]]
+
+
+@dataclass(slots=True)
+class RequestAction:
+    id: str
+    features: Features
+
+
+@dataclass(slots=True)
+class DecideQuery:
+    """A Decide request after validation: plain Python values, limits already enforced."""
+
+    session_id: str
+    decision_point: str
+    context: Features = field(default_factory=list)
+    actions: list[RequestAction] = field(default_factory=list)
+    candidate_action_ids: Sequence[str] = ()
+    excluded_action_ids: Sequence[str] = ()
+    event_id: str = ""
+    defer_activation: bool = False
+
+
+class DecisionService:
+    def __init__(
+        self,
+        catalogs: Mapping[str, Catalog],
+        models: ModelRegistry,
+        decisions: DecisionLog,
+        joiner: RewardJoiner,
+        metrics: Metrics,
+        limits: Limits,
+        grace_seconds: float,
+    ) -> None:
+        self.models = models
+        self.decisions = decisions
+        self.joiner = joiner
+        self.metrics = metrics
+        self.limits = limits
+        self.grace_seconds = grace_seconds
+        self.catalogs: Mapping[str, Catalog] = {}
+        self.use_catalogs(catalogs)
+
+    def use_catalogs(self, catalogs: Mapping[str, Catalog]) -> None:
+        """Serve these catalogs from now on (start-up and reloads); models follow their learning flags."""
+        self.models.sync(catalogs)
+        self.catalogs = dict(catalogs)
+        m = self.metrics
+        self._per_point = {name: (m.decisions.labels(name), m.decide_latency.labels(name)) for name in self.catalogs}
+
+    def decide(self, q: DecideQuery) -> Decision:
+        started = time.perf_counter()
+        catalog = self.catalogs.get(q.decision_point)
+        if catalog is None:
+            raise NotFound(f"unknown decision point {q.decision_point!r}; known: {sorted(self.catalogs)}")
+        if q.event_id:
+            known = self.decisions.get(q.event_id)
+            if known is not None:
+                return self._replay(known, q)
+            event_id = q.event_id
+        else:
+            event_id = uuid.uuid4().hex
+        ids, lines = self._candidates(catalog, q)
+        model = self.models.get(q.decision_point)
+        if model is None:  # models.sync serves one for every catalog
+            raise RuntimeError(f"no model for decision point {q.decision_point}")
+        shared = shared_line(encode_features(q.context))
+        pmf = model.policy.predict(shared, lines)
+        chosen = sample_index(pmf, event_id)
+        order = sorted(range(len(ids)), key=pmf.__getitem__, reverse=True)  # stable: ties keep candidate order
+        action_id = ids[chosen]
+        decision = Decision(
+            event_id=event_id,
+            action_id=action_id,
+            probability=pmf[chosen],
+            ranking=tuple((ids[i], pmf[i]) for i in order),
+            payload=dict(catalog.payload(action_id)),
+            model_version=model.version,
+        )
+        policy = catalog.policy
+        now = time.time()
+        record = DecisionRecord(
+            decision=decision,
+            session_id=q.session_id,
+            decision_point=q.decision_point,
+            shared=shared,
+            actions=lines,
+            chosen=chosen,
+            created_at=now,
+            window_seconds=policy.reward_window_seconds,
+            aggregation=policy.aggregation,
+            reward_range=policy.reward_range,
+            default_reward=policy.default_reward,
+            grace_seconds=self.grace_seconds,
+            activated_at=None if q.defer_activation else now,
+        )
+        if not self.decisions.add(record):
+            self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
+        served, latency = self._per_point[q.decision_point]
+        served.inc()
+        latency.observe(time.perf_counter() - started)
+        return decision
+
+    def _replay(self, record: DecisionRecord, q: DecideQuery) -> Decision:
+        if record.session_id != q.session_id or record.decision_point != q.decision_point:
+            raise invalid("event_id", "already used by a decision of another session or decision point")
+        self.metrics.decisions_replayed.labels(q.decision_point).inc()
+        return record.decision
+
+    def _candidates(self, catalog: Catalog, q: DecideQuery) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Candidate action ids and their VW lines, in candidate order."""
+        if q.actions:
+            ids = tuple(a.id for a in q.actions)  # unique: checked with the request
+            lines = tuple(action_line(a.id, dict(a.features)) for a in q.actions)
+            index = {a: i for i, a in enumerate(ids)}
+        else:
+            ids, lines, index = catalog.action_ids, catalog.action_lines, catalog.index
+        picked: list[int]
+        if q.candidate_action_ids:
+            unknown = [
+                FieldViolation(f"candidate_action_ids[{i}]", f"{a!r} is not a candidate of {catalog.name}")
+                for i, a in enumerate(q.candidate_action_ids)
+                if a not in index
+            ]
+            if unknown:
+                raise InvalidArgument(unknown)
+            picked = list(dict.fromkeys(index[a] for a in q.candidate_action_ids))
+        else:
+            picked = list(range(len(ids)))
+        if q.excluded_action_ids:
+            excluded = {index[a] for a in q.excluded_action_ids if a in index}
+            picked = [i for i in picked if i not in excluded]
+        if not picked:
+            if not ids:
+                raise FailedPrecondition(
+                    f"decision point {catalog.name} has no catalog actions; supply candidates in `actions`"
+                )
+            raise FailedPrecondition("no candidate action is left after candidate_action_ids and excluded_action_ids")
+        if len(picked) == len(ids):
+            return ids, lines
+        return tuple(ids[i] for i in picked), tuple(lines[i] for i in picked)

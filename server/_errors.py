@@ -1,0 +1,164 @@
+"""Tailor's exception tree and the one place that maps it to gRPC status codes.
+
+Handlers raise these; `grpc_errors` turns them into a status with a `google.rpc.Status` carrying
+`BadRequest` field violations where there are some. Anything else becomes INTERNAL with an error id
+that is logged with the traceback, never the exception text, so nothing internal leaks to clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger("tailor.errors")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class TailorError(Exception):
+    """Base of every error Tailor reports to a client."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(TailorError):
+    """The request is malformed; `violations` name each bad field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        self.violations = list(violations)
+        first = self.violations[0]
+        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(f"{first.field}: {first.description}{more}")
+
+
+class NotFound(TailorError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(TailorError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(TailorError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(TailorError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def invalid(field: str, description: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation(field, description)])
+
+
+_CODE_NUMBERS = {c: c.value[0] for c in grpc.StatusCode}
+
+
+def to_status(err: TailorError) -> grpc.Status:
+    """The rich gRPC status for a Tailor error."""
+    status = status_pb2.Status(code=_CODE_NUMBERS[err.code], message=str(err))
+    if isinstance(err, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in err.violations
+                ]
+            )
+        )
+        status.details.append(detail)
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+def _record(servicer: Any, method: str, code: grpc.StatusCode) -> None:
+    record = getattr(servicer, "record_error", None)
+    if record is not None:
+        record(method, code)
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any], method: str) -> NoReturn:
+    error_id = uuid.uuid4().hex[:12]
+    log.exception("internal error %s in %s", error_id, method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the server log")
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def unary_errors(
+    handler: Callable[[Any, Any, Ctx], Awaitable[T]],
+) -> Callable[[Any, Any, Ctx], Awaitable[T]]:
+    """Map Tailor errors (and unexpected ones) to statuses for a unary-response handler."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: Ctx) -> T:
+        try:
+            return await handler(self, request, context)
+        except TailorError as err:
+            _record(self, handler.__name__, err.code)
+            await context.abort_with_status(to_status(err))
+        except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
+            raise
+        except Exception:
+            _record(self, handler.__name__, grpc.StatusCode.INTERNAL)
+            await _abort_internal(context, handler.__name__)
+        raise AssertionError("unreachable")  # abort raises
+
+    return wrapper
+
+
+def stream_errors(
+    handler: Callable[[Any, Any, Ctx], AsyncIterator[T]],
+) -> Callable[[Any, Any, Ctx], AsyncIterator[T]]:
+    """The same mapping for a streaming-response handler."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: Ctx) -> AsyncIterator[T]:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except TailorError as err:
+            _record(self, handler.__name__, err.code)
+            await context.abort_with_status(to_status(err))
+        except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
+            raise
+        except Exception:
+            _record(self, handler.__name__, grpc.StatusCode.INTERNAL)
+            await _abort_internal(context, handler.__name__)
+
+    return wrapper
+
+
+__all__ = [
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "NotFound",
+    "ResourceExhausted",
+    "TailorError",
+    "Unavailable",
+    "invalid",
+    "stream_errors",
+    "to_status",
+    "unary_errors",
+]

@@ -1,0 +1,123 @@
+"""Every Prometheus metric Tailor exports, built on an injected registry.
+
+Names carry the `tailor_` prefix and base units; labels are bounded (decision points come from the
+catalogs, statuses and methods from the contract); no session or event id is ever a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.decisions = Counter("tailor_decisions_total", "Decisions served.", ["decision_point"], registry=registry)
+        self.decisions_replayed = Counter(
+            "tailor_decisions_replayed_total",
+            "Decide calls answered from the decision log because the event id was seen before.",
+            ["decision_point"],
+            registry=registry,
+        )
+        self.decisions_unlearnable = Counter(
+            "tailor_decisions_unlearnable_total",
+            "Decisions served but not logged for learning because the decision log was full.",
+            ["decision_point"],
+            registry=registry,
+        )
+        self.decide_latency = Histogram(
+            "tailor_decide_latency_seconds",
+            "Time to handle Decide, from parsed request to built response.",
+            ["decision_point"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rewards = Counter(
+            "tailor_rewards_total", "Rewards received, by join status.", ["status"], registry=registry
+        )
+        self.learned = Counter(
+            "tailor_learned_examples_total",
+            "Decisions learned, by where the reward came from (reported, or the default at window close).",
+            ["decision_point", "source"],
+            registry=registry,
+        )
+        self.decisions_expired_unactivated = Counter(
+            "tailor_decisions_expired_unactivated_total",
+            "Deferred decisions dropped without being activated (never learned, by design).",
+            ["decision_point"],
+            registry=registry,
+        )
+        self.learn_errors = Counter(
+            "tailor_learn_errors_total", "Examples VW refused to learn.", ["decision_point"], registry=registry
+        )
+        self.snapshots = Counter(
+            "tailor_model_snapshots_total", "Model snapshots written.", ["decision_point"], registry=registry
+        )
+        self.snapshot_duration = Histogram(
+            "tailor_model_snapshot_duration_seconds",
+            "Time to write one model snapshot.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+            registry=registry,
+        )
+        self.rpc_errors = Counter(
+            "tailor_rpc_errors_total", "RPCs that ended with an error status.", ["method", "code"], registry=registry
+        )
+        self.catalog_reloads = Counter(
+            "tailor_catalog_reloads_total", "Catalog reloads, by result.", ["result"], registry=registry
+        )
+        self.pending_restored = Counter(
+            "tailor_pending_decisions_restored_total",
+            "Pending decisions restored from the data directory at start-up.",
+            registry=registry,
+        )
+        self.decision_log_size = Gauge(
+            "tailor_decision_log_decisions", "Decisions retained in the decision log.", registry=registry
+        )
+        self.join_backlog = Gauge(
+            "tailor_join_backlog_decisions",
+            "Decisions waiting for a reward or for their window to close.",
+            registry=registry,
+        )
+        self.learn_queue = Gauge(
+            "tailor_learn_queue_examples", "Joined examples waiting to be learned.", registry=registry
+        )
+
+    def add_model_collector(self, read: Callable[[], Iterable[tuple[str, int, float, int]]]) -> None:
+        """Export model version and age, read at scrape time from (decision_point, seq, snapshot_time, learned)."""
+        self.registry.register(_ModelCollector(read))
+
+
+class _ModelCollector(Collector):
+    def __init__(self, read: Callable[[], Iterable[tuple[str, int, float, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        import time
+
+        now = time.time()
+        version = GaugeMetricFamily(
+            "tailor_model_version", "Sequence number of the served model's version.", labels=["decision_point"]
+        )
+        age = GaugeMetricFamily(
+            "tailor_model_age_seconds",
+            "Seconds since the served model was last snapshotted (or created).",
+            labels=["decision_point"],
+        )
+        unsaved = GaugeMetricFamily(
+            "tailor_model_unsnapshotted_examples",
+            "Examples learned since the last snapshot (lost on kill -9).",
+            labels=["decision_point"],
+        )
+        for name, seq, saved_at, pending in self._read():
+            version.add_metric([name], seq)
+            age.add_metric([name], max(0.0, now - saved_at))
+            unsaved.add_metric([name], pending)
+        yield version
+        yield age
+        yield unsaved

@@ -1,0 +1,111 @@
+"""Request validation: protobuf messages in, plain validated values out, every violation named.
+
+All violations of a request are collected and reported together as one INVALID_ARGUMENT with
+`google.rpc.BadRequest` field violations, so a client fixes its request in one round.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from tailor.v1 import decision_service_pb2 as pb
+
+from ._config import Limits
+from ._decisions import DecideQuery, Features, RequestAction
+from ._errors import FieldViolation, InvalidArgument
+
+
+class _Violations(list[FieldViolation]):
+    def add(self, field: str, description: str) -> None:
+        self.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        if self:
+            raise InvalidArgument(self)
+
+
+def check_id(v: _Violations, field: str, value: str, limits: Limits, required: bool = True) -> None:
+    if not value:
+        if required:
+            v.add(field, "must not be empty")
+        return
+    if len(value) > limits.max_id_bytes or len(value.encode()) > limits.max_id_bytes:
+        v.add(field, f"longer than {limits.max_id_bytes} bytes")
+
+
+def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], limit: int) -> Features:
+    """Feature map to (key, value) pairs, checking count, names and finiteness."""
+    if len(values) > limit:
+        v.add(field, f"{len(values)} features; at most {limit} allowed")
+        return []
+    out: Features = []
+    for key, fv in values.items():
+        kind = fv.WhichOneof("value")
+        if kind == "number":
+            number = fv.number
+            if not math.isfinite(number):
+                v.add(f"{field}[{key}]", f"not a finite number ({number})")
+            out.append((key, number))
+        elif kind == "text":
+            out.append((key, fv.text))
+        else:
+            v.add(f"{field}[{key}]", "set text or number")
+        if not key:
+            v.add(field, "feature names must not be empty")
+    return out
+
+
+def _ids(v: _Violations, field: str, values: Iterable[str], limits: Limits) -> list[str]:
+    out = list(values)
+    if len(out) > limits.max_actions:
+        v.add(field, f"{len(out)} ids; at most {limits.max_actions} allowed")
+    for i, value in enumerate(out):
+        check_id(v, f"{field}[{i}]", value, limits)
+    return out
+
+
+def decide_query(request: pb.DecideRequest, limits: Limits) -> DecideQuery:
+    v = _Violations()
+    check_id(v, "session_id", request.session_id, limits)
+    check_id(v, "decision_point", request.decision_point, limits)
+    check_id(v, "event_id", request.event_id, limits, required=False)
+    context = features(v, "context", request.context, limits.max_context_features)
+    actions: list[RequestAction] = []
+    if len(request.actions) > limits.max_actions:
+        v.add("actions", f"{len(request.actions)} actions; at most {limits.max_actions} allowed")
+    else:
+        seen: set[str] = set()
+        for i, a in enumerate(request.actions):
+            check_id(v, f"actions[{i}].id", a.id, limits)
+            if a.id in seen:
+                v.add(f"actions[{i}].id", f"duplicate action id {a.id!r}")
+            seen.add(a.id)
+            actions.append(
+                RequestAction(a.id, features(v, f"actions[{i}].features", a.features, limits.max_action_features))
+            )
+    candidates = _ids(v, "candidate_action_ids", request.candidate_action_ids, limits)
+    excluded = _ids(v, "excluded_action_ids", request.excluded_action_ids, limits)
+    v.raise_if_any()
+    return DecideQuery(
+        session_id=request.session_id,
+        decision_point=request.decision_point,
+        context=context,
+        actions=actions,
+        candidate_action_ids=candidates,
+        excluded_action_ids=excluded,
+        event_id=request.event_id,
+        defer_activation=request.defer_activation,
+    )
+
+
+def batch_size(field: str, size: int, limits: Limits) -> None:
+    if size > limits.max_batch:
+        raise InvalidArgument([FieldViolation(field, f"{size} items in one message; at most {limits.max_batch}")])
+
+
+def event_id(value: str, limits: Limits) -> str:
+    v = _Violations()
+    check_id(v, "event_id", value, limits)
+    v.raise_if_any()
+    return value

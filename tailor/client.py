@@ -1,0 +1,84 @@
+"""A small typed client for gateways.
+
+with TailorClient("localhost:50051") as tailor:
+    d = tailor.decide("session-1", "home_layout", context={"device": "mobile"})
+    tailor.report_rewards([(d.event_id, 1.0, "click-1")])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+
+import grpc
+
+from tailor.v1 import decision_service_pb2 as pb
+from tailor.v1 import decision_service_pb2_grpc as pb_grpc
+
+Scalar = str | float | int
+
+
+def feature_map(values: Mapping[str, Scalar]) -> dict[str, pb.FeatureValue]:
+    """Plain values to FeatureValues: strings are categorical, numbers numeric."""
+    out: dict[str, pb.FeatureValue] = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            raise TypeError(f"feature {key!r}: use a string or a number, not a bool")
+        out[key] = pb.FeatureValue(text=value) if isinstance(value, str) else pb.FeatureValue(number=float(value))
+    return out
+
+
+class TailorClient:
+    """Blocking client over one channel. Errors surface as grpc.RpcError with the server's status."""
+
+    def __init__(self, target: str, *, channel: grpc.Channel | None = None, timeout: float = 5.0) -> None:
+        self._channel = channel if channel is not None else grpc.insecure_channel(target)
+        self._stub = pb_grpc.DecisionServiceStub(self._channel)
+        self.timeout = timeout
+
+    def decide(
+        self,
+        session_id: str,
+        decision_point: str,
+        *,
+        context: Mapping[str, Scalar] | None = None,
+        actions: Mapping[str, Mapping[str, Scalar]] | None = None,
+        candidate_action_ids: Sequence[str] = (),
+        excluded_action_ids: Sequence[str] = (),
+        event_id: str = "",
+        defer_activation: bool = False,
+    ) -> pb.DecideResponse:
+        """Ask for a decision. `actions` (id -> features) replaces the catalog's candidates."""
+        request = pb.DecideRequest(
+            session_id=session_id,
+            decision_point=decision_point,
+            context=feature_map(context or {}),
+            actions=[pb.Action(id=a, features=feature_map(f)) for a, f in (actions or {}).items()],
+            candidate_action_ids=candidate_action_ids,
+            excluded_action_ids=excluded_action_ids,
+            event_id=event_id,
+            defer_activation=defer_activation,
+        )
+        response: pb.DecideResponse = self._stub.Decide(request, timeout=self.timeout)
+        return response
+
+    def report_rewards(self, rewards: Iterable[tuple[str, float, str]]) -> list[pb.RewardResult]:
+        """Report (event_id, value, reward_id) rewards in one message; returns a status per reward."""
+        request = pb.ReportRewardsRequest(rewards=[pb.Reward(event_id=e, value=v, reward_id=r) for e, v, r in rewards])
+        responses = list(self._stub.ReportRewards(iter([request]), timeout=self.timeout))
+        return [result for response in responses for result in response.results]
+
+    def activate(self, event_id: str) -> None:
+        """Start the reward window of a decision made with defer_activation."""
+        self._stub.Activate(pb.ActivateRequest(event_id=event_id), timeout=self.timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> TailorClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
