@@ -70,11 +70,17 @@ class VWPolicy:
             scores: list[float] = examples[0].get_action_scores()
         finally:
             _vw._finish_example_multi_ex(self._ws, examples)
-        total = sum(scores)
-        if len(scores) != len(actions) or not total > 0:
+        if len(scores) != len(actions):
             # VW yields one score per action; anything else means a malformed example slipped through.
             raise RuntimeError(f"VW returned {len(scores)} scores for {len(actions)} actions")
-        return [s / total for s in scores]
+        # VW's float32 arithmetic leaves ~1e-7 noise (a uniform PMF comes back as 0.3333332, 0.33333334, ...).
+        # Rounding to 1e-6 before normalising makes equal probabilities exactly equal, so rankings and ties
+        # are stable, while the PMF still sums to 1.
+        rounded = [round(s, 6) for s in scores]
+        total = sum(rounded)
+        if not total > 0:
+            raise RuntimeError(f"VW returned a PMF with no mass: {scores}")
+        return [s / total for s in rounded]
 
     def learn(self, shared: str, actions: Sequence[str], chosen: int, cost: float, probability: float) -> None:
         """One online update: the chosen action cost `cost` and was drawn with `probability`."""

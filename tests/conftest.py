@@ -1,0 +1,201 @@
+"""Shared fixtures: a real Tailor server on port 0 (its own event loop thread), a real channel to it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from server import ServeConfig, TailorServer
+from tailor import TailorClient
+from tailor.v1 import decision_service_pb2 as pb
+from tailor.v1 import decision_service_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+LAYOUTS = {
+    "grid": {"style": "grid", "density": 24},
+    "carousel": {"style": "carousel", "density": 6},
+    "editorial": {"style": "editorial", "density": 4},
+}
+
+
+def write_catalog(
+    folder: Path,
+    name: str,
+    actions: dict[str, dict[str, Any]],
+    payload: bool = True,
+    **policy: Any,
+) -> Path:
+    doc = {
+        "decision_point": name,
+        "description": f"test catalog {name}",
+        "policy": {"reward_window_seconds": 60, "default_reward": 0.0, **policy},
+        "actions": [
+            {"id": a, "features": f, **({"payload": {"template": f"{a}_v1"}} if payload else {})}
+            for a, f in actions.items()
+        ],
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class RunningServer:
+    """A TailorServer on its own event loop thread, with a channel and a typed client."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.registry = CollectorRegistry()
+
+        async def create() -> TailorServer:
+            return TailorServer(config, registry=self.registry)
+
+        self.app = self.run(create())
+        self.port = self.run(self.app.start())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb_grpc.DecisionServiceStub(self.channel)
+        self.client = TailorClient("", channel=self.channel)
+        self.stopped = False
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run fn on the server's loop thread (safe access to its state)."""
+
+        async def wrapped() -> T:
+            return fn()
+
+        return self.run(wrapped())
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.call(predicate):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.channel.close()
+        self.run(self.app.stop(grace=1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def catalog_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "catalogs"
+    folder.mkdir()
+    write_catalog(folder, "home_layout", LAYOUTS, reward_window_seconds=60)
+    return folder
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Factory: start_server(catalogs=DIR, **ServeConfig overrides) -> RunningServer (stopped at teardown)."""
+    running: list[RunningServer] = []
+
+    def start(catalogs: Path, **overrides: Any) -> RunningServer:
+        settings: dict[str, Any] = {
+            "catalogs": catalogs,
+            "host": "127.0.0.1",
+            "port": 0,
+            "metrics_port": None,
+            "data_dir": tmp_path / "data",
+            **overrides,
+        }
+        server = RunningServer(ServeConfig(**settings))
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., RunningServer], catalog_dir: Path) -> RunningServer:
+    return start_server(catalog_dir)
+
+
+def fv(value: str | float) -> pb.FeatureValue:
+    return pb.FeatureValue(text=value) if isinstance(value, str) else pb.FeatureValue(number=float(value))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServeProcess:
+    """`tailor serve` as a real subprocess (CLI, signals, restarts)."""
+
+    def __init__(self, catalogs: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+        args = [
+            sys.executable, "-m", "server", "serve",
+            "--catalogs", str(catalogs), "--port", str(self.port),
+            "--metrics-port", str(self.metrics_port), "--data-dir", str(data_dir), *extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.client = TailorClient("", channel=self.channel)
+
+    def wait_serving(self, timeout: float = 30.0) -> ServeProcess:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tailor serve exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return self
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"not SERVING within {timeout}s: {self.log.read_text()}")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.channel.close()
+        self.proc.terminate()
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
