@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -68,7 +69,7 @@ class TailorServer:
         self.metrics.decision_log_size.set_function(lambda: len(self.decisions))
         self.metrics.join_backlog.set_function(lambda: self.decisions.pending())
         self.metrics.learn_queue.set_function(lambda: len(self.learner))
-        self.health = health.aio.HealthServicer()
+        self.health = health_aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None

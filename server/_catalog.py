@@ -91,9 +91,12 @@ class ActionSpec(BaseModel):
             raise ValueError(f"ids are at most {MAX_ID_BYTES} bytes")
         return value
 
-    @field_validator("features")
+    @field_validator("features", mode="before")
     @classmethod
-    def _feature_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _feature_values(cls, value: Any) -> Any:
+        # before coercion: pydantic would turn YAML's true/yes into 1.0 without a word
+        if not isinstance(value, dict):
+            return value
         for key, v in value.items():
             if not key:
                 raise ValueError("feature names must not be empty")

@@ -136,7 +136,7 @@ class DecisionService:
         if q.actions:
             ids = tuple(a.id for a in q.actions)  # unique: checked with the request
             lines = tuple(action_line(a.id, dict(a.features)) for a in q.actions)
-            index = {a: i for i, a in enumerate(ids)}
+            index: Mapping[str, int] = {a: i for i, a in enumerate(ids)}
         else:
             ids, lines, index = catalog.action_ids, catalog.action_lines, catalog.index
         picked: list[int]

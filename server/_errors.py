@@ -116,7 +116,8 @@ def unary_errors(
             return await handler(self, request, context)
         except TailorError as err:
             _record(self, handler.__name__, err.code)
-            await context.abort_with_status(to_status(err))
+            status = to_status(err)
+            await context.abort(status.code, status.details, status.trailing_metadata)
         except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
             raise
         except Exception:
@@ -139,7 +140,8 @@ def stream_errors(
                 yield item
         except TailorError as err:
             _record(self, handler.__name__, err.code)
-            await context.abort_with_status(to_status(err))
+            status = to_status(err)
+            await context.abort(status.code, status.details, status.trailing_metadata)
         except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
             raise
         except Exception:

@@ -71,6 +71,20 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             ]
             yield pb.ReportRewardsResponse(results=results)
 
+    async def TrackEvents(
+        self, request_iterator: AsyncIterator[pb.TrackEventsRequest], context: Ctx
+    ) -> pb.TrackEventsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "session context is not available in this version yet")
+        raise AssertionError("unreachable")
+
+    async def GetSession(self, request: pb.GetSessionRequest, context: Ctx) -> pb.GetSessionResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "session context is not available in this version yet")
+        raise AssertionError("unreachable")
+
+    async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Ctx) -> pb.DeleteSessionResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "session context is not available in this version yet")
+        raise AssertionError("unreachable")
+
     @unary_errors
     async def Activate(self, request: pb.ActivateRequest, context: Ctx) -> pb.ActivateResponse:
         self.service.joiner.activate(validate.event_id(request.event_id, self.limits), time.time())
