@@ -138,7 +138,10 @@ def test_unknown_decision_point_is_not_found(server: RunningServer) -> None:
         ({"candidate_action_ids": [""]}, "candidate_action_ids[0]"),
         ({"actions": [pb.Action(id="")]}, "actions[0].id"),
         ({"actions": [pb.Action(id="a"), pb.Action(id="a")]}, "actions[1].id"),
-        ({"actions": [pb.Action(id="a", features={"p": pb.FeatureValue(number=float("nan"))})]}, "actions[0].features[p]"),
+        (
+            {"actions": [pb.Action(id="a", features={"p": pb.FeatureValue(number=float("nan"))})]},
+            "actions[0].features[p]",
+        ),
         ({"actions": [pb.Action(id=f"a{i}") for i in range(257)]}, "actions"),
         ({"actions": [pb.Action(id="a", features={f"f{i}": fv(1) for i in range(65)})]}, "actions[0].features"),
         ({"context": {f"f{i}": fv(1) for i in range(257)}}, "context"),

@@ -19,9 +19,7 @@ S = pb.RewardStatus
 
 def learned(server: RunningServer, source: str | None = None, point: str = "home_layout") -> float:
     sources = [source] if source else ["reward", "default"]
-    return sum(
-        server.metric("tailor_learned_examples_total", {"decision_point": point, "source": s}) for s in sources
-    )
+    return sum(server.metric("tailor_learned_examples_total", {"decision_point": point, "source": s}) for s in sources)
 
 
 def statuses(server: RunningServer, *rewards: tuple[str, float, str]) -> list[int]:
@@ -112,9 +110,10 @@ def test_sum_aggregation_learns_once_when_the_window_closes(short_window: Runnin
 
 def test_max_aggregation_accepts_every_reward_in_the_window(short_window: RunningServer) -> None:
     d = short_window.client.decide("s1", "max_point")
-    assert statuses(short_window, (d.event_id, 0.2, ""), (d.event_id, 0.9, ""), (d.event_id, 0.2, "")) == [
-        S.REWARD_STATUS_ACCEPTED
-    ] * 3
+    assert (
+        statuses(short_window, (d.event_id, 0.2, ""), (d.event_id, 0.9, ""), (d.event_id, 0.2, ""))
+        == [S.REWARD_STATUS_ACCEPTED] * 3
+    )
     assert short_window.wait_for(lambda: learned(short_window, "reward", "max_point") == 1, timeout=3)
     assert learned(short_window, point="max_point") == 1
 
