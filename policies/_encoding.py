@@ -11,8 +11,8 @@ features and id; the policy interacts ``c`` and ``s`` with ``a`` so that who is 
 ranking. Text values become one-hot features ``key=value``; numbers become ``key:value``.
 
 Nothing a client sends may change the example's structure: the characters VW's text format gives
-meaning to (``|``, ``:``, whitespace) are percent-escaped, as is ``%`` itself so the escaping stays
-one-to-one, and ``=`` in keys so that ``key=value`` cannot be forged from another key.
+meaning to (``|``, ``:``, whitespace, control characters) are percent-escaped, as is ``%`` itself so
+the escaping stays one-to-one, and ``=`` in keys so that ``key=value`` cannot be forged from another key.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ ACTION_NAMESPACE = "a"
 
 FeatureMap = Mapping[str, "str | float"]
 
-_VALUE_ESCAPES = str.maketrans({"%": "%25", "|": "%7C", ":": "%3A", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D"})
-_KEY_ESCAPES = str.maketrans(
-    {"%": "%25", "|": "%7C", ":": "%3A", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D", "=": "%3D"}
-)
+# VW's text format gives meaning to "|", ":" and whitespace; control characters are escaped too, so no
+# byte a client sends can end a token, a namespace or a line. "%" is escaped so the mapping stays 1:1.
+_SPECIAL = {ord("%"): "%25", ord("|"): "%7C", ord(":"): "%3A", ord(" "): "%20"}
+_SPECIAL.update({c: f"%{c:02X}" for c in (*range(32), 127)})
+_VALUE_ESCAPES = dict(_SPECIAL)
+_KEY_ESCAPES = {**_SPECIAL, ord("="): "%3D"}
 
 
 def escape_key(key: str) -> str:

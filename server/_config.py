@@ -13,7 +13,8 @@ class Limits(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="forbid", frozen=True)
 
-    max_id_bytes: int = Field(256, ge=1, description="session, event, action, reward ids")
+    max_id_bytes: int = Field(256, ge=1, description="session, event, action, reward ids; feature names")
+    max_text_bytes: int = Field(1024, ge=1, description="one text feature value")
     max_actions: int = Field(256, ge=1, description="candidates in one decision")
     max_action_features: int = Field(64, ge=1, description="features of one request-supplied action")
     max_context_features: int = Field(256, ge=1, description="context features in one Decide")

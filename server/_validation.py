@@ -30,16 +30,17 @@ def check_id(v: _Violations, field: str, value: str, limits: Limits, required: b
         if required:
             v.add(field, "must not be empty")
         return
-    if len(value) > limits.max_id_bytes or len(value.encode()) > limits.max_id_bytes:
+    if len(value) > limits.max_id_bytes // 4 and len(value.encode()) > limits.max_id_bytes:
         v.add(field, f"longer than {limits.max_id_bytes} bytes")
 
 
-def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], limit: int) -> Features:
-    """Feature map to (key, value) pairs, checking count, names and finiteness."""
+def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], limit: int, limits: Limits) -> Features:
+    """Feature map to (key, value) pairs, checking count, names, sizes and finiteness."""
     if len(values) > limit:
         v.add(field, f"{len(values)} features; at most {limit} allowed")
         return []
     out: Features = []
+    max_key, max_text = limits.max_id_bytes, limits.max_text_bytes
     for key, fv in values.items():
         kind = fv.WhichOneof("value")
         if kind == "number":
@@ -48,11 +49,16 @@ def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], 
                 v.add(f"{field}[{key}]", f"not a finite number ({number})")
             out.append((key, number))
         elif kind == "text":
-            out.append((key, fv.text))
+            text = fv.text
+            if len(text) > max_text // 4 and len(text.encode()) > max_text:
+                v.add(f"{field}[{key}]", f"text longer than {max_text} bytes")
+            out.append((key, text))
         else:
             v.add(f"{field}[{key}]", "set text or number")
         if not key:
             v.add(field, "feature names must not be empty")
+        elif len(key) > max_key // 4 and len(key.encode()) > max_key:
+            v.add(f"{field}[{key[:32]}...]", f"feature name longer than {max_key} bytes")
     return out
 
 
@@ -70,7 +76,7 @@ def decide_query(request: pb.DecideRequest, limits: Limits) -> DecideQuery:
     check_id(v, "session_id", request.session_id, limits)
     check_id(v, "decision_point", request.decision_point, limits)
     check_id(v, "event_id", request.event_id, limits, required=False)
-    context = features(v, "context", request.context, limits.max_context_features)
+    context = features(v, "context", request.context, limits.max_context_features, limits)
     actions: list[RequestAction] = []
     if len(request.actions) > limits.max_actions:
         v.add("actions", f"{len(request.actions)} actions; at most {limits.max_actions} allowed")
@@ -82,7 +88,9 @@ def decide_query(request: pb.DecideRequest, limits: Limits) -> DecideQuery:
                 v.add(f"actions[{i}].id", f"duplicate action id {a.id!r}")
             seen.add(a.id)
             actions.append(
-                RequestAction(a.id, features(v, f"actions[{i}].features", a.features, limits.max_action_features))
+                RequestAction(
+                    a.id, features(v, f"actions[{i}].features", a.features, limits.max_action_features, limits)
+                )
             )
     candidates = _ids(v, "candidate_action_ids", request.candidate_action_ids, limits)
     excluded = _ids(v, "excluded_action_ids", request.excluded_action_ids, limits)

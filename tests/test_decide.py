@@ -145,6 +145,9 @@ def test_unknown_decision_point_is_not_found(server: RunningServer) -> None:
         ({"actions": [pb.Action(id=f"a{i}") for i in range(257)]}, "actions"),
         ({"actions": [pb.Action(id="a", features={f"f{i}": fv(1) for i in range(65)})]}, "actions[0].features"),
         ({"context": {f"f{i}": fv(1) for i in range(257)}}, "context"),
+        ({"context": {"k": fv("v" * 1025)}}, "context[k]"),
+        ({"context": {"é" * 129: fv(1)}}, "context[" + "é" * 32 + "...]"),
+        ({"session_id": "é" * 129}, "session_id"),
     ],
 )
 def test_bad_requests_are_invalid_argument_naming_the_field(
