@@ -13,27 +13,36 @@ from .conftest import LAYOUTS, RunningServer, write_catalog
 BEST = {"bargain": "grid", "browser": "carousel", "reader": "editorial"}
 
 
-def play(server: RunningServer, rounds: int, rng: random.Random) -> list[float]:
-    """Shoppers of three segments; each segment converts only on its own layout. Rewards reported at once."""
-    rewards = []
+def play(server: RunningServer, rounds: int, rng: random.Random) -> tuple[list[float], list[float]]:
+    """Shoppers of three segments; each converts only on its own layout. Rewards are reported at once.
+
+    Returns the service's rewards and, on the same shoppers, a uniformly random policy's rewards.
+    Event ids are fixed, so the service's draws (seeded by them) make the run reproducible.
+    """
+    served, uniform = [], []
     for i in range(rounds):
         segment = rng.choice(list(BEST))
-        d = server.client.decide(f"s{i}", "home_layout", context={"segment": segment, "hour": rng.randint(0, 23)})
+        context = {"segment": segment, "hour": rng.randint(0, 23)}
+        d = server.client.decide(f"s{i}", "home_layout", context=context, event_id=f"learn-{i}")
         reward = 1.0 if d.action_id == BEST[segment] else 0.0
         server.client.report_rewards([(d.event_id, reward, uuid.uuid4().hex)])
-        rewards.append(reward)
-    return rewards
+        served.append(reward)
+        uniform.append(1.0 if rng.choice(list(LAYOUTS)) == BEST[segment] else 0.0)
+    return served, uniform
 
 
-def test_reward_improves_over_the_starting_policy(server: RunningServer) -> None:
-    rng = random.Random(11)
-    rewards = play(server, 700, rng)
-    early = sum(rewards[:100]) / 100  # the untrained policy: about 1/len(LAYOUTS)
-    late = sum(rewards[-200:]) / 200
-    assert late > early + 0.3, (early, late)
-    assert late > 0.75, late
+def test_reward_improves_over_a_random_baseline(start_server: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "layouts"
+    folder.mkdir()
+    write_catalog(folder, "home_layout", {a: {"style": a, "imagery": f"i-{a}"} for a in LAYOUTS})
+    server = start_server(folder)
+    served, uniform = play(server, 600, random.Random(11))
+    baseline = sum(uniform) / len(uniform)  # about 1/3
+    late = sum(served[-200:]) / 200
+    assert late > baseline + 0.4, (baseline, late)
+    assert sum(served[:100]) / 100 < late  # it improved over its own start, too
     labels = {"decision_point": "home_layout", "source": "reward"}
-    assert server.wait_for(lambda: server.metric("tailor_learned_examples_total", labels) == 700)
+    assert server.wait_for(lambda: server.metric("tailor_learned_examples_total", labels) == 600)
 
 
 def test_a_learned_reward_changes_the_next_decision_within_a_second(start_server: Any, tmp_path: Path) -> None:
@@ -69,3 +78,17 @@ def test_every_rewarded_decision_is_learned_exactly_once(server: RunningServer) 
     assert server.metric("tailor_rewards_total", {"status": "duplicate"}) == 100
     assert server.metric("tailor_rewards_total", {"status": "late"}) == 150
     assert len(LAYOUTS) == 3
+
+
+def test_models_are_snapshotted_on_schedule_with_a_new_version(start_server: Any, catalog_dir: Path) -> None:
+    server = start_server(catalog_dir, snapshot_interval_seconds=0.2)
+    first = server.client.decide("s", "home_layout")
+    time.sleep(0.5)
+    assert server.client.decide("s", "home_layout").model_version == first.model_version  # nothing learned yet
+    server.client.report_rewards([(first.event_id, 1.0, "r")])
+    labels = {"decision_point": "home_layout"}
+    assert server.wait_for(lambda: server.metric("tailor_model_snapshots_total", labels) == 1, timeout=3)
+    after = server.client.decide("s", "home_layout")
+    assert after.model_version != first.model_version
+    assert server.metric("tailor_model_version", labels) == 1
+    assert server.metric("tailor_model_unsnapshotted_examples", labels) == 0
