@@ -92,3 +92,4 @@ class Learner:
             return
         model.learned_since_snapshot += 1
         self.metrics.learned.labels(record.decision_point, item.source).inc()
+        self.metrics.reward_scaled.labels(record.decision_point).inc(-cost)  # cost is -(scaled reward)

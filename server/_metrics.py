@@ -47,6 +47,12 @@ class Metrics:
             ["decision_point", "source"],
             registry=registry,
         )
+        self.reward_scaled = Counter(
+            "tailor_learned_reward_scaled_total",
+            "Sum of learned rewards rescaled to [0, 1] by the reward range; over learned examples, the mean reward.",
+            ["decision_point"],
+            registry=registry,
+        )
         self.decisions_expired_unactivated = Counter(
             "tailor_decisions_expired_unactivated_total",
             "Deferred decisions dropped without being activated (never learned, by design).",

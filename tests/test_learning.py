@@ -43,6 +43,8 @@ def test_reward_improves_over_a_random_baseline(start_server: Any, tmp_path: Pat
     assert sum(served[:100]) / 100 < late  # it improved over its own start, too
     labels = {"decision_point": "home_layout", "source": "reward"}
     assert server.wait_for(lambda: server.metric("tailor_learned_examples_total", labels) == 600)
+    scaled = server.metric("tailor_learned_reward_scaled_total", {"decision_point": "home_layout"})
+    assert scaled == sum(served)  # the mean-reward KPI an SRE sees is the one the shoppers produced
 
 
 def test_a_learned_reward_changes_the_next_decision_within_a_second(start_server: Any, tmp_path: Path) -> None:
