@@ -34,9 +34,19 @@ _VALUE_ESCAPES = dict(_SPECIAL)
 _KEY_ESCAPES = {**_SPECIAL, ord("="): "%3D"}
 
 
+# Feature names repeat across requests: escaping each once saves a translate per feature per request.
+_KEY_CACHE: dict[str, str] = {}
+_KEY_CACHE_SIZE = 65536
+
+
 def escape_key(key: str) -> str:
     """Escape a feature key so it is one VW token that cannot contain ``=``."""
-    return key.translate(_KEY_ESCAPES)
+    escaped = _KEY_CACHE.get(key)
+    if escaped is None:
+        if len(_KEY_CACHE) >= _KEY_CACHE_SIZE:  # bounded: a client sending random names cannot grow it
+            _KEY_CACHE.clear()
+        escaped = _KEY_CACHE[key] = key.translate(_KEY_ESCAPES)
+    return escaped
 
 
 def escape_value(value: str) -> str:

@@ -35,7 +35,8 @@ def decide_response(d: Decision) -> pb.DecideResponse:
         event_id=d.event_id,
         action_id=d.action_id,
         probability=d.probability,
-        ranking=[pb.RankedAction(action_id=a, probability=p) for a, p in d.ranking],
+        # dicts are converted by the upb constructor ~2x faster than RankedAction objects
+        ranking=[{"action_id": a, "probability": p} for a, p in d.ranking],
         payload=d.payload,
         model_version=d.model_version,
     )
