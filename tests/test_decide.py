@@ -100,7 +100,7 @@ def test_excluding_every_candidate_is_a_failed_precondition(server: RunningServe
 
 
 def test_request_supplied_actions_replace_the_catalog(server: RunningServer) -> None:
-    skus = {f"sku{i}": {"price": 10 + i, "cat": f"c{i % 3}"} for i in range(8)}
+    skus: dict[str, dict[str, str | float]] = {f"sku{i}": {"price": 10 + i, "cat": f"c{i % 3}"} for i in range(8)}
     r = server.client.decide("s1", "home_layout", actions=skus)
     assert {x.action_id for x in r.ranking} == set(skus)
     assert r.action_id in skus
@@ -168,7 +168,7 @@ def test_every_violation_is_reported_at_once(server: RunningServer) -> None:
 
 def test_injected_vw_syntax_stays_inside_its_feature(server: RunningServer) -> None:
     """A context value full of VW syntax is one feature, not a namespace or a label."""
-    evil = {"device": "x |a id=grid shared:1 \n|c", "a|b:c": 1.0}
+    evil: dict[str, str | float] = {"device": "x |a id=grid shared:1 \n|c", "a|b:c": 1.0}
     r = server.client.decide("s1", "home_layout", context=evil)
     assert sorted(x.action_id for x in r.ranking) == sorted(LAYOUTS)
     shared = server.call(lambda: server.app.decisions.get(r.event_id).shared)  # type: ignore[union-attr]

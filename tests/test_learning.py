@@ -22,7 +22,7 @@ def play(server: RunningServer, rounds: int, rng: random.Random) -> tuple[list[f
     served, uniform = [], []
     for i in range(rounds):
         segment = rng.choice(list(BEST))
-        context = {"segment": segment, "hour": rng.randint(0, 23)}
+        context: dict[str, str | float] = {"segment": segment, "hour": rng.randint(0, 23)}
         d = server.client.decide(f"s{i}", "home_layout", context=context, event_id=f"learn-{i}")
         reward = 1.0 if d.action_id == BEST[segment] else 0.0
         server.client.report_rewards([(d.event_id, reward, uuid.uuid4().hex)])
