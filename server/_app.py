@@ -105,11 +105,11 @@ class TailorServer:
         self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         if self.port == 0:
             raise OSError(f"cannot bind gRPC port {cfg.host}:{cfg.port}")
-        await server.start()
-        self._server = server
-        if cfg.metrics_port is not None:
+        if cfg.metrics_port is not None:  # before serving: a taken metrics port fails the start cleanly
             self._http, _ = start_http_server(cfg.metrics_port, registry=self.registry)
             self.metrics_port = self._http.server_port
+        await server.start()
+        self._server = server
         self._tasks = [
             asyncio.create_task(self.learner.run(), name="learner"),
             asyncio.create_task(self._sweep(), name="window-sweeper"),

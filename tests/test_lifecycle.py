@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,6 +152,9 @@ def test_environment_variables_configure_serve(catalog_dir: Path, tmp_path: Path
 
 
 def test_serve_refuses_bad_startup_input_with_a_clear_message(tmp_path: Path, catalog_dir: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.yaml").write_text("decision_point: Bad Name\nactions: []\n")
@@ -159,6 +163,7 @@ def test_serve_refuses_bad_startup_input_with_a_clear_message(tmp_path: Path, ca
         (["--catalogs", str(tmp_path / "missing")], "not a directory"),
         (["--catalogs", str(catalog_dir), "--port", "70000"], "port"),
         (["--catalogs", str(catalog_dir), "--redis-url", "redis://127.0.0.1:1"], "Redis backend"),
+        (["--catalogs", str(catalog_dir), "--port", "0", "--metrics-port", str(taken.getsockname()[1])], "in use"),
     ]
     for args, expected in cases:
         run = subprocess.run(
@@ -170,3 +175,4 @@ def test_serve_refuses_bad_startup_input_with_a_clear_message(tmp_path: Path, ca
         assert run.returncode == 2, (args, run.stderr)
         assert expected in run.stderr, (args, run.stderr)
         assert "Traceback" not in run.stderr
+    taken.close()
