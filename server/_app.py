@@ -66,6 +66,7 @@ class TailorServer:
             config.decision_grace_seconds,
         )
         self.metrics.add_model_collector(self._model_states)
+        self.metrics.touch_methods(pb.DESCRIPTOR.services_by_name["DecisionService"].methods_by_name)
         self.metrics.decision_log_size.set_function(lambda: len(self.decisions))
         self.metrics.join_backlog.set_function(lambda: self.decisions.pending())
         self.metrics.learn_queue.set_function(lambda: len(self.learner))

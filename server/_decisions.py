@@ -70,6 +70,8 @@ class DecisionService:
         self.models.sync(catalogs)
         self.catalogs = dict(catalogs)
         m = self.metrics
+        for name in self.catalogs:
+            m.touch_decision_point(name)
         self._per_point = {name: (m.decisions.labels(name), m.decide_latency.labels(name)) for name in self.catalogs}
 
     def decide(self, q: DecideQuery) -> Decision:

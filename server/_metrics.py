@@ -94,6 +94,29 @@ class Metrics:
             "tailor_learn_queue_examples", "Joined examples waiting to be learned.", registry=registry
         )
 
+        for result in ("ok", "error"):
+            self.catalog_reloads.labels(result)
+
+    def touch_decision_point(self, name: str) -> None:
+        """Create a decision point's series at zero, so rate() and increase() see their first increment."""
+        for counter in (
+            self.decisions,
+            self.decisions_replayed,
+            self.decisions_unlearnable,
+            self.decisions_expired_unactivated,
+            self.learn_errors,
+            self.reward_scaled,
+            self.snapshots,
+        ):
+            counter.labels(name)
+        for source in ("reward", "default"):
+            self.learned.labels(name, source)
+
+    def touch_methods(self, methods: Iterable[str]) -> None:
+        """Create the INTERNAL error series of each RPC at zero (the one an alert watches for)."""
+        for method in methods:
+            self.rpc_errors.labels(method, "INTERNAL")
+
     def add_model_collector(self, read: Callable[[], Iterable[tuple[str, int, float, int]]]) -> None:
         """Export model version and age, read at scrape time from (decision_point, seq, snapshot_time, learned)."""
         self.registry.register(_ModelCollector(read))
