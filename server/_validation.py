@@ -59,7 +59,14 @@ def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], 
             v.add(field, "feature names must not be empty")
         elif len(key) > max_key // 4 and len(key.encode()) > max_key:
             v.add(f"{field}[{key[:32]}...]", f"feature name longer than {max_key} bytes")
+    # Protobuf map order differs between processes; VW's float32 sums depend on feature order. Sorting
+    # (keys are unique) makes the same request the same example everywhere, so learning replays exactly.
+    out.sort(key=_first)
     return out
+
+
+def _first(pair: tuple[str, str | float]) -> str:
+    return pair[0]
 
 
 def _ids(v: _Violations, field: str, values: Iterable[str], limits: Limits) -> list[str]:
