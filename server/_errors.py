@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -88,21 +88,24 @@ def to_status(err: TailorError) -> grpc.Status:
     return result
 
 
-def _record(servicer: Any, method: str, code: grpc.StatusCode) -> None:
-    record = getattr(servicer, "record_error", None)
-    if record is not None:
-        record(method, code)
-
-
-async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any], method: str) -> NoReturn:
-    error_id = uuid.uuid4().hex[:12]
-    log.exception("internal error %s in %s", error_id, method)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the server log")
-
-
-P = ParamSpec("P")
-T = TypeVar("T")
 Ctx = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+_PASS_THROUGH = (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError)
+
+
+async def abort_for(servicer: Any, context: Ctx, method: str, err: Exception) -> NoReturn:
+    """End the RPC with the status for `err`; count it through the servicer's `record_error`, if any."""
+    record = getattr(servicer, "record_error", None)
+    if isinstance(err, TailorError):
+        if record is not None:
+            record(method, err.code)
+        status = to_status(err)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    if record is not None:
+        record(method, grpc.StatusCode.INTERNAL)
+    error_id = uuid.uuid4().hex[:12]
+    log.error("internal error %s in %s", error_id, method, exc_info=err)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the server log")
 
 
 def unary_errors(
@@ -114,16 +117,10 @@ def unary_errors(
     async def wrapper(self: Any, request: Any, context: Ctx) -> T:
         try:
             return await handler(self, request, context)
-        except TailorError as err:
-            _record(self, handler.__name__, err.code)
-            status = to_status(err)
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
+        except _PASS_THROUGH:
             raise
-        except Exception:
-            _record(self, handler.__name__, grpc.StatusCode.INTERNAL)
-            await _abort_internal(context, handler.__name__)
-        raise AssertionError("unreachable")  # abort raises
+        except Exception as err:
+            await abort_for(self, context, handler.__name__, err)
 
     return wrapper
 
@@ -138,15 +135,10 @@ def stream_errors(
         try:
             async for item in handler(self, request, context):
                 yield item
-        except TailorError as err:
-            _record(self, handler.__name__, err.code)
-            status = to_status(err)
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        except (grpc.aio.AbortError, grpc.aio.UsageError, asyncio.CancelledError):
+        except _PASS_THROUGH:
             raise
-        except Exception:
-            _record(self, handler.__name__, grpc.StatusCode.INTERNAL)
-            await _abort_internal(context, handler.__name__)
+        except Exception as err:
+            await abort_for(self, context, handler.__name__, err)
 
     return wrapper
 

@@ -182,3 +182,21 @@ def test_limits_are_configurable(start_server: Any, catalog_dir: Path) -> None:
     err = decide_error(server, context={"a": fv(1), "b": fv(2), "c": fv(3)})
     assert "context" in violations(err)
     assert server.client.decide("s1", "home_layout", context={"a": 1, "b": 2}).action_id in LAYOUTS
+
+
+def test_an_unexpected_failure_is_internal_with_an_error_id_and_no_trace(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(shared: str, actions: object) -> list[float]:
+        raise RuntimeError("secret internal detail")
+
+    model = server.call(lambda: server.app.models.get("home_layout"))
+    assert model is not None
+    server.call(lambda: setattr(model.policy, "predict", broken))  # fault injection into the real server
+    err = decide_error(server)
+    assert err.code() == grpc.StatusCode.INTERNAL
+    details = err.details() or ""
+    assert "secret" not in details and "Traceback" not in details
+    error_id = details.split("(id ")[1].split(")")[0]
+    assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)  # the log has the id and trace
+    assert server.metric("tailor_rpc_errors_total", {"method": "Decide", "code": "INTERNAL"}) == 1
