@@ -33,6 +33,8 @@ from ._learner import Learner
 from ._metrics import Metrics
 from ._models import FileModelStore, ModelRegistry
 from ._servicer import DecisionServicer
+from ._session_context import SessionContext
+from ._sessions import InMemorySessionStore
 
 log = logging.getLogger("tailor.server")
 
@@ -56,11 +58,14 @@ class TailorServer:
         self.decisions = InMemoryDecisionLog(capacity=config.max_pending_decisions)
         self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds)
         self.joiner = RewardJoiner(self.decisions, self.learner, self.metrics, config.limits.max_id_bytes)
+        self.session_store = InMemorySessionStore(config.max_sessions, config.session_ttl_seconds)
+        self.sessions = SessionContext(self.session_store, self.decisions, self.joiner, self.metrics)
         self.service = DecisionService(
             catalogs,
             self.models,
             self.decisions,
             self.joiner,
+            self.sessions,
             self.metrics,
             config.limits,
             config.decision_grace_seconds,
@@ -70,6 +75,9 @@ class TailorServer:
         self.metrics.decision_log_size.set_function(lambda: len(self.decisions))
         self.metrics.join_backlog.set_function(lambda: self.decisions.pending())
         self.metrics.learn_queue.set_function(lambda: len(self.learner))
+        self.metrics.add_session_collector(
+            lambda: (len(self.session_store), self.session_store.evicted, self.session_store.expired)
+        )
         self.health = health_aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
@@ -98,7 +106,7 @@ class TailorServer:
         ]
         # The interceptor chain is where authentication and per-RPC policy will plug in.
         server = grpc.aio.server(interceptors=[], options=options)
-        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.service, limits, self.metrics), server)
+        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.service, cfg, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
@@ -138,8 +146,14 @@ class TailorServer:
         log.info("restored %d retained decisions from %s", restored, path)
 
     async def _sweep(self) -> None:
+        """Close reward windows as they come due; drop idle sessions about once a second."""
+        sweeps = 0
         while True:
-            self.joiner.close_windows(time.time())
+            now = time.time()
+            self.joiner.close_windows(now)
+            sweeps += 1
+            if sweeps % 20 == 0:
+                self.session_store.expire(now)
             await asyncio.sleep(_SWEEP_SECONDS)
 
     async def _snapshots(self) -> None:

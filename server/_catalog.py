@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from policies import Exploration, LearningSpec, SquareCB, action_line
 
+from ._sessions import EventKind
+
 DECISION_POINT_PATTERN = r"^[a-z0-9_]+$"
 MAX_ID_BYTES = 256
 MAX_ACTION_FEATURES = 64
@@ -46,6 +48,21 @@ class LearningParams(BaseModel):
     learning_rate: float | None = Field(None, gt=0, description="VW's -l; VW's default when unset")
 
 
+class RewardRule(BaseModel):
+    """A reward derived from a later event of the same session, e.g. add_to_cart 0.3, purchase 1.0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: EventKind = Field(description="the event type that earns the reward")
+    reward: float = Field(description="the reward; with scale_by_price, per unit of the event's price")
+    scale_by_price: bool = Field(False, description="multiply by the event's price (order value for a purchase)")
+
+    def value(self, price: float, low: float, high: float) -> float:
+        """The derived reward for an event, clamped into the decision point's reward range."""
+        raw = self.reward * price if self.scale_by_price else self.reward
+        return min(high, max(low, raw))
+
+
 class PolicyConfig(BaseModel):
     """How a decision point decides and learns."""
 
@@ -58,6 +75,7 @@ class PolicyConfig(BaseModel):
         "first", description="first: learn at the first reward; sum/max: learn when the window closes"
     )
     exploration: Exploration = Field(default_factory=SquareCB)
+    reward_rules: list[RewardRule] = Field(default_factory=list, description="rewards derived from later events")
     learning: LearningParams = Field(default_factory=LearningParams)
 
     @model_validator(mode="after")
@@ -67,7 +85,18 @@ class PolicyConfig(BaseModel):
             raise ValueError(f"reward_range must be two finite numbers [low, high] with low < high, got {[low, high]}")
         if not (math.isfinite(self.default_reward) and low <= self.default_reward <= high):
             raise ValueError(f"default_reward {self.default_reward} must lie within reward_range {[low, high]}")
+        events = [r.event for r in self.reward_rules]
+        if len(set(events)) != len(events):
+            raise ValueError(f"reward_rules name an event type more than once: {events}")
+        for i, rule in enumerate(self.reward_rules):
+            if not math.isfinite(rule.reward):
+                raise ValueError(f"reward_rules.{i}.reward must be a finite number")
+            if not rule.scale_by_price and not low <= rule.reward <= high:
+                raise ValueError(f"reward_rules.{i}.reward {rule.reward} must lie within reward_range {[low, high]}")
         return self
+
+    def rule_for(self, event: str) -> RewardRule | None:
+        return next((r for r in self.reward_rules if r.event == event), None)
 
     def learning_spec(self) -> LearningSpec:
         return LearningSpec(

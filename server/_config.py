@@ -36,6 +36,12 @@ class ServeConfig(BaseSettings):
     redis_prefix: str = Field("tailor", description="key prefix in Redis")
     snapshot_interval_seconds: float = Field(30.0, gt=0, description="how often changed models are snapshotted")
     snapshots_kept: int = Field(3, ge=1, description="snapshots kept per model")
+    session_ttl_seconds: float = Field(1800.0, gt=0, description="a session idle this long is forgotten")
+    max_sessions: int = Field(
+        200_000, ge=1, description="sessions kept; beyond it the least recently active is evicted"
+    )
+    max_clock_skew_seconds: float = Field(300.0, ge=0, description="events stamped further in the future are rejected")
+    max_event_age_seconds: float = Field(86400.0, gt=0, description="events stamped further in the past are rejected")
     decision_grace_seconds: float = Field(
         600.0, ge=0, description="decisions stay retained this long after their window"
     )

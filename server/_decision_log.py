@@ -155,6 +155,10 @@ class DecisionLog(Protocol):
 
     def next_deadline(self) -> float | None: ...
 
+    def discard(self, event_id: str) -> bool:
+        """Forget a decision now (privacy deletes); it is never learned."""
+        ...
+
     def __len__(self) -> int: ...
 
     def pending(self) -> int:
@@ -211,6 +215,14 @@ class InMemoryDecisionLog:
 
     def next_deadline(self) -> float | None:
         return self._deadlines[0][0] if self._deadlines else None
+
+    def discard(self, event_id: str) -> bool:
+        record = self._records.pop(event_id, None)
+        if record is None:
+            return False
+        if not record.learned:
+            self._unlearned -= 1
+        return True  # its heap entries find no record and are skipped
 
     def due(self, now: float) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
         closed: list[DecisionRecord] = []

@@ -21,6 +21,7 @@ from ._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFou
 from ._joiner import RewardJoiner
 from ._metrics import Metrics
 from ._models import ModelRegistry
+from ._session_context import SessionContext
 
 Features = list[tuple[str, "str | float"]]
 
@@ -52,6 +53,7 @@ class DecisionService:
         models: ModelRegistry,
         decisions: DecisionLog,
         joiner: RewardJoiner,
+        sessions: SessionContext,
         metrics: Metrics,
         limits: Limits,
         grace_seconds: float,
@@ -59,6 +61,7 @@ class DecisionService:
         self.models = models
         self.decisions = decisions
         self.joiner = joiner
+        self.sessions = sessions
         self.metrics = metrics
         self.limits = limits
         self.grace_seconds = grace_seconds
@@ -69,6 +72,7 @@ class DecisionService:
         """Serve these catalogs from now on (start-up and reloads); models follow their learning flags."""
         self.models.sync(catalogs)
         self.catalogs = dict(catalogs)
+        self.sessions.catalogs = self.catalogs
         m = self.metrics
         for name in self.catalogs:
             m.touch_decision_point(name)
@@ -90,7 +94,8 @@ class DecisionService:
         model = self.models.get(q.decision_point)
         if model is None:  # models.sync serves one for every catalog
             raise RuntimeError(f"no model for decision point {q.decision_point}")
-        shared = shared_line(encode_features(q.context))
+        now = time.time()
+        shared = shared_line(encode_features(q.context), self.sessions.feature_text(q.session_id, now))
         pmf = model.policy.predict(shared, lines)
         chosen = sample_index(pmf, event_id)
         order = sorted(range(len(ids)), key=pmf.__getitem__, reverse=True)  # stable: ties keep candidate order
@@ -104,7 +109,6 @@ class DecisionService:
             model_version=model.version,
         )
         policy = catalog.policy
-        now = time.time()
         record = DecisionRecord(
             decision=decision,
             session_id=q.session_id,
@@ -120,8 +124,10 @@ class DecisionService:
             grace_seconds=self.grace_seconds,
             activated_at=None if q.defer_activation else now,
         )
-        if not self.decisions.add(record):
+        logged = self.decisions.add(record)
+        if not logged:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
+        self.sessions.record_decision(q.session_id, q.decision_point, action_id, event_id, now, logged)
         served, latency = self._per_point[q.decision_point]
         served.inc()
         latency.observe(time.perf_counter() - started)

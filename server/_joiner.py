@@ -34,8 +34,15 @@ class RewardJoiner:
         self._counters = {s: metrics.rewards.labels(s.value) for s in JoinStatus}
 
     def report(self, event_id: str, value: float, reward_id: str, now: float) -> JoinStatus:
+        """An explicit reward from a client, joined as of `now`."""
         status = self._join(event_id, value, reward_id, now)
         self._counters[status].inc()
+        return status
+
+    def report_derived(self, record: DecisionRecord, value: float, reward_id: str, at: float) -> JoinStatus:
+        """A reward derived by a catalog rule from a session event that happened at `at`."""
+        status = self._join(record.event_id, value, reward_id, at)
+        self.metrics.rule_rewards.labels(record.decision_point, status.value).inc()
         return status
 
     def _join(self, event_id: str, value: float, reward_id: str, now: float) -> JoinStatus:

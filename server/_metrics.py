@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -40,6 +40,27 @@ class Metrics:
         )
         self.rewards = Counter(
             "tailor_rewards_total", "Rewards received, by join status.", ["status"], registry=registry
+        )
+        self.rule_rewards = Counter(
+            "tailor_rule_rewards_total",
+            "Rewards derived from session events by catalog reward rules, by join status.",
+            ["decision_point", "status"],
+            registry=registry,
+        )
+        self.session_events = Counter(
+            "tailor_session_events_total",
+            "Behaviour events received, by result (accepted, duplicate, rejected).",
+            ["result"],
+            registry=registry,
+        )
+        self.session_events_rejected = Counter(
+            "tailor_session_events_rejected_total",
+            "Behaviour events rejected, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.sessions_deleted = Counter(
+            "tailor_sessions_deleted_total", "Sessions erased by DeleteSession.", registry=registry
         )
         self.learned = Counter(
             "tailor_learned_examples_total",
@@ -117,6 +138,10 @@ class Metrics:
         for method in methods:
             self.rpc_errors.labels(method, "INTERNAL")
 
+    def add_session_collector(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        """Export session store size and churn, read at scrape time as (sessions, evicted, expired)."""
+        self.registry.register(_SessionCollector(read))
+
     def add_model_collector(self, read: Callable[[], Iterable[tuple[str, int, float, int]]]) -> None:
         """Export model version and age, read at scrape time from (decision_point, seq, snapshot_time, learned)."""
         self.registry.register(_ModelCollector(read))
@@ -150,3 +175,16 @@ class _ModelCollector(Collector):
         yield version
         yield age
         yield unsaved
+
+
+class _SessionCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        sessions, evicted, expired = self._read()
+        yield GaugeMetricFamily("tailor_sessions", "Sessions with context in memory.", value=sessions)
+        yield CounterMetricFamily(
+            "tailor_sessions_evicted", "Sessions evicted because the session cap was reached.", value=evicted
+        )
+        yield CounterMetricFamily("tailor_sessions_expired", "Sessions dropped after their idle TTL.", value=expired)

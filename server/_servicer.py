@@ -12,10 +12,10 @@ from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 from . import _validation as validate
-from ._config import Limits
+from ._config import ServeConfig
 from ._decision_log import Decision
 from ._decisions import DecisionService
-from ._errors import stream_errors, unary_errors
+from ._errors import NotFound, stream_errors, unary_errors
 from ._joiner import JoinStatus
 from ._metrics import Metrics
 
@@ -43,9 +43,10 @@ def decide_response(d: Decision) -> pb.DecideResponse:
 
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
-    def __init__(self, service: DecisionService, limits: Limits, metrics: Metrics) -> None:
+    def __init__(self, service: DecisionService, config: ServeConfig, metrics: Metrics) -> None:
         self.service = service
-        self.limits = limits
+        self.config = config
+        self.limits = config.limits
         self.metrics = metrics
 
     def record_error(self, method: str, code: grpc.StatusCode) -> None:
@@ -72,19 +73,43 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             ]
             yield pb.ReportRewardsResponse(results=results)
 
+    @unary_errors
     async def TrackEvents(
         self, request_iterator: AsyncIterator[pb.TrackEventsRequest], context: Ctx
     ) -> pb.TrackEventsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "session context is not available in this version yet")
-        raise AssertionError("unreachable")
+        sessions = self.service.sessions
+        cfg = self.config
+        rejected_reasons = self.metrics.session_events_rejected
+        accepted = rejected = 0
+        async for request in request_iterator:
+            now = time.time()
+            events, reasons = validate.tracked_events(
+                request, self.limits, now, cfg.max_clock_skew_seconds, cfg.max_event_age_seconds
+            )
+            sessions.track(events, now)
+            accepted += len(events)
+            rejected += len(reasons)
+            for reason in reasons:
+                rejected_reasons.labels(reason).inc()
+        if rejected:
+            self.metrics.session_events.labels("rejected").inc(rejected)
+        return pb.TrackEventsResponse(accepted=accepted, rejected=rejected)
 
+    @unary_errors
     async def GetSession(self, request: pb.GetSessionRequest, context: Ctx) -> pb.GetSessionResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "session context is not available in this version yet")
-        raise AssertionError("unreachable")
+        session_id = validate.session_id(request.session_id, self.limits)
+        features = self.service.sessions.features(session_id, time.time())
+        if features is None:
+            raise NotFound(f"no session {session_id!r} (never seen, expired or deleted)")
+        return pb.GetSessionResponse(
+            session_id=session_id,
+            features={k: {"text": v} if isinstance(v, str) else {"number": v} for k, v in features},  # type: ignore[misc]
+        )
 
+    @unary_errors
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Ctx) -> pb.DeleteSessionResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "session context is not available in this version yet")
-        raise AssertionError("unreachable")
+        session_id = validate.session_id(request.session_id, self.limits)
+        return pb.DeleteSessionResponse(deleted=self.service.sessions.delete(session_id))
 
     @unary_errors
     async def Activate(self, request: pb.ActivateRequest, context: Ctx) -> pb.ActivateResponse:

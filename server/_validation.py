@@ -14,6 +14,7 @@ from tailor.v1 import decision_service_pb2 as pb
 from ._config import Limits
 from ._decisions import DecideQuery, Features, RequestAction
 from ._errors import FieldViolation, InvalidArgument
+from ._sessions import EVENT_KINDS, EventKind, TrackedEvent
 
 
 class _Violations(list[FieldViolation]):
@@ -122,5 +123,59 @@ def batch_size(field: str, size: int, limits: Limits) -> None:
 def event_id(value: str, limits: Limits) -> str:
     v = _Violations()
     check_id(v, "event_id", value, limits)
+    v.raise_if_any()
+    return value
+
+
+_EVENT_KINDS: dict[int, EventKind] = {pb.EventType.Value(f"EVENT_TYPE_{kind.upper()}"): kind for kind in EVENT_KINDS}
+
+
+def tracked_events(
+    request: pb.TrackEventsRequest, limits: Limits, now: float, max_skew: float, max_age: float
+) -> tuple[list[TrackedEvent], list[str]]:
+    """The valid events of a batch, and a rejection reason for each invalid one (never an error)."""
+    batch_size("events", len(request.events), limits)
+    valid: list[TrackedEvent] = []
+    rejected: list[str] = []
+    max_id = limits.max_id_bytes
+    for e in request.events:
+        kind = _EVENT_KINDS.get(e.type)
+        price, discount = e.price, e.discount
+        if not e.session_id:
+            reason = "missing_session_id"
+        elif kind is None:
+            reason = "unknown_type"
+        elif not math.isfinite(price) or price < 0:
+            reason = "bad_price"
+        elif not math.isfinite(discount) or not 0.0 <= discount <= 1.0:
+            reason = "bad_discount"
+        elif any(
+            len(s) > max_id // 4 and len(s.encode()) > max_id for s in (e.session_id, e.product_id, e.category, e.id)
+        ):
+            reason = "oversized_field"
+        elif len(e.attributes) > limits.max_context_features or not _finite_features(e.attributes):
+            reason = "bad_attributes"
+        else:
+            timestamp = e.timestamp.seconds + e.timestamp.nanos / 1e9 if e.HasField("timestamp") else now
+            if timestamp > now + max_skew:
+                reason = "future_timestamp"
+            elif timestamp < now - max_age:
+                reason = "stale_timestamp"
+            else:
+                valid.append(
+                    TrackedEvent(e.session_id, kind, timestamp, e.product_id, e.category, price, discount, e.id)
+                )
+                continue
+        rejected.append(reason)
+    return valid, rejected
+
+
+def _finite_features(values: Mapping[str, pb.FeatureValue]) -> bool:
+    return all(fv.WhichOneof("value") == "text" or math.isfinite(fv.number) for fv in values.values())
+
+
+def session_id(value: str, limits: Limits) -> str:
+    v = _Violations()
+    check_id(v, "session_id", value, limits)
     v.raise_if_any()
     return value

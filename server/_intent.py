@@ -1,0 +1,82 @@
+"""Session intent features: what a shopper's behaviour in this session says, as VW features.
+
+This is the one place session state becomes features (namespace ``s``, crossed with the action
+namespace so each behaviour can favour different actions). Numbers are put on a scale a linear learner
+handles well: counts and durations as log1p, shares and ratios in [0, 1]. Every feature is defined in
+README.md ("Session intent features"); GetSession returns exactly this list.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ._sessions import EVENT_KINDS, SessionState
+
+Feature = tuple[str, "str | float"]
+
+#: Price bands by the geometric mean price of the products a shopper looked at.
+PRICE_BANDS = ((25.0, "low"), (75.0, "mid"), (200.0, "high"))
+TOP_CATEGORIES = 3
+
+
+def _log(x: float) -> float:
+    return math.log1p(max(0.0, x))
+
+
+def intent_features(state: SessionState, now: float) -> list[Feature]:
+    """The session's intent features as of `now`, sorted by name."""
+    age_seconds = max(0.0, now - state.started_at)
+    age_minutes = age_seconds / 60.0
+    out: list[Feature] = [
+        ("session_age", _log(age_minutes)),
+        ("events", _log(state.events)),
+        ("events_per_min", _log(state.events / max(age_minutes, 0.5))),
+        ("idle", _log(now - state.last_event_at)),
+    ]
+    if state.gaps:
+        out.append(("gap_mean", _log(state.gap_total / state.gaps)))
+    counts = state.counts
+    for kind in EVENT_KINDS:
+        n = counts.get(kind, 0)
+        if n:
+            out.append((f"n_{kind}", _log(n)))
+    views = counts.get("page_view", 0) + counts.get("product_view", 0)
+    if views:
+        out.append(("ctr", min(1.0, counts.get("click", 0) / views)))
+    searches = counts.get("search", 0)
+    if searches:
+        out.append(("search_per_min", _log(searches / max(age_minutes, 0.5))))
+    if state.cart:
+        out.append(("cart_items", _log(len(state.cart))))
+        out.append(("cart_value", _log(sum(state.cart.values()))))
+    out.append(("cart", "filled" if state.cart else "empty"))
+    if state.last_add_to_cart_at is not None:
+        out.append(("since_add_to_cart", _log(now - state.last_add_to_cart_at)))
+    if state.purchase_value > 0:
+        out.append(("purchased_value", _log(state.purchase_value)))
+    if state.priced:
+        mean_log_price = state.price_log_total / state.priced
+        out.append(("price_level", mean_log_price))
+        out.append(("price_band", _price_band(math.expm1(mean_log_price))))
+        out.append(("discount_affinity", state.discount_total / state.priced))
+    weights = state.category_weights(now)
+    total = sum(weights.values())
+    if total > 0:
+        top = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[:TOP_CATEGORIES]
+        out.append(("top_category", top[0][0]))
+        out += [(f"category_{c}", w / total) for c, w in top]
+    for point, actions in state.shown.items():
+        out += [(f"shown_{point}_{a}", _log(n)) for a, n in actions.items()]
+    out.sort(key=_name)
+    return out
+
+
+def _price_band(price: float) -> str:
+    for limit, band in PRICE_BANDS:
+        if price < limit:
+            return band
+    return "premium"
+
+
+def _name(feature: Feature) -> str:
+    return feature[0]

@@ -1,0 +1,211 @@
+"""Per-session context: behaviour events folded into a small, bounded state per shopper session.
+
+`SessionState` keeps only aggregates (counts, decayed category weights, cart, recent decisions), never
+the raw event stream, so memory per session is bounded whatever a gateway sends. `InMemorySessionStore`
+is the embedded default: an LRU-ordered dict with an idle TTL and a cap on sessions; the Redis backend
+implements the same `SessionStore` interface. `server/_intent.py` turns a state into features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+EventKind = Literal["page_view", "product_view", "click", "add_to_cart", "remove_from_cart", "search", "purchase"]
+EVENT_KINDS: tuple[EventKind, ...] = (
+    "page_view",
+    "product_view",
+    "click",
+    "add_to_cart",
+    "remove_from_cart",
+    "search",
+    "purchase",
+)
+
+#: Category affinity halves every this many seconds without a new event in the category.
+CATEGORY_HALF_LIFE_SECONDS = 600.0
+_DECAY = math.log(2) / CATEGORY_HALF_LIFE_SECONDS
+MAX_CATEGORIES = 32
+MAX_CART_ITEMS = 200
+MAX_SEEN_EVENT_IDS = 512
+MAX_OPEN_DECISIONS = 64
+MAX_SHOWN = 256
+
+
+@dataclass(slots=True)
+class TrackedEvent:
+    """A validated behaviour event."""
+
+    session_id: str
+    kind: EventKind
+    timestamp: float
+    product_id: str = ""
+    category: str = ""
+    price: float = 0.0
+    discount: float = 0.0
+    id: str = ""
+
+
+@dataclass(slots=True)
+class OpenDecision:
+    """A decision this session was shown, for crediting it with rewards derived from later events."""
+
+    event_id: str
+    decision_point: str
+    decided_at: float
+
+
+@dataclass(slots=True)
+class SessionState:
+    session_id: str
+    started_at: float
+    last_event_at: float
+    last_seen: float  # server time of the last update, for the idle TTL
+    events: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    gap_total: float = 0.0
+    gaps: int = 0
+    last_add_to_cart_at: float | None = None
+    cart: dict[str, float] = field(default_factory=dict)  # product id -> price
+    categories: dict[str, tuple[float, float]] = field(default_factory=dict)  # category -> (weight, as of)
+    priced: int = 0
+    price_log_total: float = 0.0
+    discount_total: float = 0.0
+    purchase_value: float = 0.0
+    seen_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    decisions: list[OpenDecision] = field(default_factory=list)
+    shown: dict[str, dict[str, int]] = field(default_factory=dict)  # decision point -> action -> times
+
+    def apply(self, event: TrackedEvent) -> bool:
+        """Fold one event in; False if it is a duplicate (same id seen in this session)."""
+        if event.id:
+            if event.id in self.seen_ids:
+                return False
+            self.seen_ids[event.id] = None
+            if len(self.seen_ids) > MAX_SEEN_EVENT_IDS:
+                self.seen_ids.popitem(last=False)
+        t = event.timestamp
+        if self.events == 0:
+            self.started_at = self.last_event_at = t
+        elif t >= self.last_event_at:
+            self.gap_total += t - self.last_event_at
+            self.gaps += 1
+            self.last_event_at = t
+        else:  # out of order: it still counts, and may move the session's start back
+            self.started_at = min(self.started_at, t)
+        self.events += 1
+        kind = event.kind
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if event.category:
+            self._touch_category(event.category, t)
+        if event.price > 0 and kind in ("product_view", "click", "add_to_cart"):
+            self.priced += 1
+            self.price_log_total += math.log1p(event.price)
+            self.discount_total += event.discount
+        if kind == "add_to_cart":
+            self.last_add_to_cart_at = max(t, self.last_add_to_cart_at or t)
+            if event.product_id and (event.product_id in self.cart or len(self.cart) < MAX_CART_ITEMS):
+                self.cart[event.product_id] = event.price
+        elif kind == "remove_from_cart":
+            self.cart.pop(event.product_id, None)
+        elif kind == "purchase":
+            self.purchase_value += event.price
+            self.cart.clear()
+        return True
+
+    def _touch_category(self, category: str, t: float) -> None:
+        weight, as_of = self.categories.get(category, (0.0, t))
+        if t >= as_of:
+            weight = weight * math.exp(-_DECAY * (t - as_of)) + 1.0
+            as_of = t
+        else:
+            weight += math.exp(-_DECAY * (as_of - t))
+        self.categories[category] = (weight, as_of)
+        if len(self.categories) > MAX_CATEGORIES:
+            weakest = min(self.categories, key=lambda c: self.categories[c][0])
+            del self.categories[weakest]
+
+    def category_weights(self, now: float) -> dict[str, float]:
+        """Each category's affinity decayed to `now`."""
+        return {c: w * math.exp(-_DECAY * max(0.0, now - t)) for c, (w, t) in self.categories.items()}
+
+    def record_decision(self, decision: OpenDecision, action_id: str, open_for_rewards: bool = True) -> None:
+        if open_for_rewards:
+            self.decisions.append(decision)
+            if len(self.decisions) > MAX_OPEN_DECISIONS:
+                del self.decisions[0]
+        shown = self.shown.setdefault(decision.decision_point, {})
+        if action_id in shown or sum(len(s) for s in self.shown.values()) < MAX_SHOWN:
+            shown[action_id] = shown.get(action_id, 0) + 1
+
+
+class SessionStore(Protocol):
+    """Where session context lives. The Redis backend implements the same interface."""
+
+    def get(self, session_id: str, now: float) -> SessionState | None: ...
+
+    def get_or_create(self, session_id: str, now: float) -> SessionState: ...
+
+    def delete(self, session_id: str) -> SessionState | None: ...
+
+    def __len__(self) -> int: ...
+
+
+class InMemorySessionStore:
+    """Sessions in an LRU-ordered dict: idle ones expire after `ttl_seconds`; beyond `capacity` the least
+    recently used is evicted."""
+
+    def __init__(self, capacity: int, ttl_seconds: float) -> None:
+        self.capacity = capacity
+        self.ttl_seconds = ttl_seconds
+        self._sessions: OrderedDict[str, SessionState] = OrderedDict()
+        self.evicted = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[SessionState]:
+        return iter(self._sessions.values())
+
+    def get(self, session_id: str, now: float) -> SessionState | None:
+        state = self._sessions.get(session_id)
+        if state is None:
+            return None
+        if now - state.last_seen > self.ttl_seconds:
+            del self._sessions[session_id]
+            self.expired += 1
+            return None
+        return state
+
+    def get_or_create(self, session_id: str, now: float) -> SessionState:
+        state = self.get(session_id, now)
+        if state is None:
+            state = SessionState(session_id, started_at=now, last_event_at=now, last_seen=now)
+            self._sessions[session_id] = state
+            if len(self._sessions) > self.capacity:
+                self._sessions.popitem(last=False)
+                self.evicted += 1
+        else:
+            state.last_seen = now
+            self._sessions.move_to_end(session_id)
+        return state
+
+    def delete(self, session_id: str) -> SessionState | None:
+        return self._sessions.pop(session_id, None)
+
+    def expire(self, now: float, budget: int = 1000) -> int:
+        """Drop idle sessions, oldest first, at most `budget` per call (keeps each sweep short)."""
+        dropped = 0
+        sessions = self._sessions
+        while sessions and dropped < budget:
+            oldest = next(iter(sessions.values()))
+            if now - oldest.last_seen <= self.ttl_seconds:
+                break
+            sessions.popitem(last=False)
+            dropped += 1
+        self.expired += dropped
+        return dropped
