@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_flags(sub.add_parser("serve", help="run the decision service"))
     _serve_flags(sub.add_parser("learn", help="run the shared learner (Redis mode)"), learner=True)
+    from . import _simulate
+
+    _simulate.add_arguments(sub.add_parser("simulate", help="drive synthetic shoppers against a server"))
     catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="catalog_command", required=True)
     validate = catalog.add_parser("validate", help="validate a catalog directory; exit 1 on any error")
     validate.add_argument("directory", type=Path)
@@ -93,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "catalog":
         return _validate(args.directory)
+    if args.command == "simulate":
+        from . import _simulate
+
+        return _simulate.run(args)
     try:
         config = _config(args)
     except ValidationError as err:
