@@ -68,6 +68,22 @@ class TailorClient:
         responses = list(self._stub.ReportRewards(iter([request]), timeout=self.timeout))
         return [result for response in responses for result in response.results]
 
+    def track_events(self, events: Sequence[pb.SessionEvent], batch: int = 1000) -> pb.TrackEventsResponse:
+        """Stream behaviour events (in messages of at most `batch`); returns the accepted/rejected counts."""
+        requests = (pb.TrackEventsRequest(events=events[i : i + batch]) for i in range(0, len(events), batch))
+        response: pb.TrackEventsResponse = self._stub.TrackEvents(requests, timeout=self.timeout)
+        return response
+
+    def get_session(self, session_id: str) -> dict[str, str | float]:
+        """The session's current intent features (raises NOT_FOUND for an unknown or expired session)."""
+        response = self._stub.GetSession(pb.GetSessionRequest(session_id=session_id), timeout=self.timeout)
+        return {k: v.text if v.WhichOneof("value") == "text" else v.number for k, v in response.features.items()}
+
+    def delete_session(self, session_id: str) -> bool:
+        """Erase a session's context; False if there was none."""
+        response = self._stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id), timeout=self.timeout)
+        return response.deleted
+
     def activate(self, event_id: str) -> None:
         """Start the reward window of a decision made with defer_activation."""
         self._stub.Activate(pb.ActivateRequest(event_id=event_id), timeout=self.timeout)
