@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -19,6 +16,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from server import ServeConfig, TailorServer
+from server._launcher import ServeProcess as Launched
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
@@ -147,55 +145,24 @@ def fv(value: str | float) -> pb.FeatureValue:
     return pb.FeatureValue(text=value) if isinstance(value, str) else pb.FeatureValue(number=float(value))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+class ServeProcess(Launched):
+    """`tailor serve` as a real subprocess (CLI, signals, restarts), with a channel and a client."""
 
+    proc: subprocess.Popen[bytes]
 
-class ServeProcess:
-    """`tailor serve` as a real subprocess (CLI, signals, restarts)."""
-
-    def __init__(self, catalogs: Path, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.log = data_dir.parent / f"serve-{self.port}.log"
-        args = [
-            sys.executable, "-m", "server", "serve",
-            "--catalogs", str(catalogs), "--port", str(self.port),
-            "--metrics-port", str(self.metrics_port), "--data-dir", str(data_dir), *extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, stdout=self.log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+    def __init__(self, catalogs: Path, data_dir: Path, *extra: str) -> None:
+        super().__init__(catalogs, data_dir, extra)
+        self.log = self.log_path
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        self.channel = grpc.insecure_channel(self.target)
         self.client = TailorClient("", channel=self.channel)
-
-    def wait_serving(self, timeout: float = 30.0) -> ServeProcess:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        stub = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"tailor serve exited {self.proc.returncode}: {self.log.read_text()}")
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return self
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"not SERVING within {timeout}s: {self.log.read_text()}")
 
     def terminate(self, timeout: float = 30.0) -> int:
         self.channel.close()
-        self.proc.terminate()
-        return self.proc.wait(timeout)
+        return self.stop(timeout)
 
     def kill(self) -> None:
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        super().kill()

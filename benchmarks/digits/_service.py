@@ -9,25 +9,19 @@ the process exited on SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from policies import Exploration, LearningSpec
+from server._launcher import ServeProcess
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
@@ -69,102 +63,27 @@ class _Metrics:
     rpc_errors: float
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _serve(workdir: Path, exploration: Exploration) -> ServeProcess:
+    """A ``tailor serve`` on fresh catalog and data directories for one run (started on entry)."""
+    catalogs = workdir / "catalogs"
+    catalogs.mkdir()
+    write_catalog(catalogs, exploration)
+    return ServeProcess(catalogs, workdir / "data", log=workdir / "serve.log")
 
 
-class ServeProcess:
-    """``tailor serve`` on fresh catalog and data directories; SERVING on entry, SIGTERM on exit."""
-
-    def __init__(self, workdir: Path, exploration: Exploration) -> None:
-        catalogs = workdir / "catalogs"
-        catalogs.mkdir()
-        write_catalog(catalogs, exploration)
-        self.port = _free_port()
-        self.metrics_port = _free_port()
-        self.log_path = workdir / "serve.log"
-        self.args = [
-            sys.executable, "-m", "server", "serve",
-            "--catalogs", str(catalogs), "--port", str(self.port),
-            "--metrics-port", str(self.metrics_port), "--data-dir", str(workdir / "data"),
-        ]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.exit_code: int | None = None
-
-    def __enter__(self) -> ServeProcess:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(self.args, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            self._wait_serving()
-        except BaseException:
-            self._stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop()
-
-    def _wait_serving(self, timeout: float = 30.0) -> None:
-        """Poll gRPC health until the overall status is SERVING (the contract's readiness signal)."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"tailor serve exited {self.proc.returncode}:\n{self.log_tail()}")
-                with contextlib.suppress(grpc.RpcError):
-                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                time.sleep(0.1)
-        raise RuntimeError(f"tailor serve not SERVING within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def _stop(self, timeout: float = 30.0) -> None:
-        """Graceful stop as an operator would do it; kill only if it hangs, so a hang is visible."""
-        if self.proc is None or self.exit_code is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.exit_code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.exit_code = -int(signal.SIGKILL)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def log_problems(self) -> list[str]:
-        """Log lines that mention a warning, an error or a traceback."""
-        markers = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback")
-        return [
-            line for line in self.log_path.read_text(errors="replace").splitlines() if any(m in line for m in markers)
-        ]
-
-    def scrape(self) -> _Metrics:
-        """The learner and error counters from /metrics (the service's own account of what it learned)."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        learned: dict[str, float] = {}
-        learn_errors = rpc_errors = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "tailor_learned_examples_total":
-                    learned[sample.labels["source"]] = learned.get(sample.labels["source"], 0.0) + sample.value
-                elif sample.name == "tailor_learn_errors_total":
-                    learn_errors += sample.value
-                elif sample.name == "tailor_rpc_errors_total":
-                    rpc_errors += sample.value
-        return _Metrics(learned, learn_errors, rpc_errors)
+def _scrape(server: ServeProcess) -> _Metrics:
+    """The learner and error counters from /metrics (the service's own account of what it learned)."""
+    learned: dict[str, float] = {}
+    learn_errors = rpc_errors = 0.0
+    for family in text_string_to_metric_families(server.metrics()):
+        for sample in family.samples:
+            if sample.name == "tailor_learned_examples_total":
+                learned[sample.labels["source"]] = learned.get(sample.labels["source"], 0.0) + sample.value
+            elif sample.name == "tailor_learn_errors_total":
+                learn_errors += sample.value
+            elif sample.name == "tailor_rpc_errors_total":
+                rpc_errors += sample.value
+    return _Metrics(learned, learn_errors, rpc_errors)
 
 
 class RewardStream:
@@ -218,10 +137,10 @@ def _play(
 def _wait_learned(server: ServeProcess, expected: int, timeout: float = 10.0) -> _Metrics:
     """Scrape until the learner has caught up with every decision (or the timeout says it never will)."""
     deadline = time.monotonic() + timeout
-    metrics = server.scrape()
+    metrics = _scrape(server)
     while sum(metrics.learned.values()) < expected and time.monotonic() < deadline:
         time.sleep(0.1)
-        metrics = server.scrape()
+        metrics = _scrape(server)
     return metrics
 
 
@@ -231,7 +150,7 @@ def run_service(
     """Play `rounds` through a fresh ``tailor serve`` and account for every decision it learned."""
     fingerprint = LearningSpec(exploration=exploration).fingerprint()
     with tempfile.TemporaryDirectory(prefix="tailor-digits-") as tmp:
-        server = ServeProcess(Path(tmp), exploration)
+        server = _serve(Path(tmp), exploration)
         with server, grpc.insecure_channel(server.target) as channel:
             client = TailorClient("", channel=channel, timeout=10.0)
             rewards = RewardStream(pb_grpc.DecisionServiceStub(channel))

@@ -1,0 +1,120 @@
+"""`tailor serve` as a child process: start it on free ports, wait for gRPC health, stop it gracefully.
+
+Used by `tailor simulate` to run against an embedded server, and by benchmarks and tests that need a
+real server process (signals, exit codes, a process boundary like a gateway sees).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServeProcess:
+    """`python -m server serve` on free ports; SERVING once started, SIGTERM on stop (kill only if it hangs)."""
+
+    def __init__(self, catalogs: Path, data_dir: Path, extra_args: Sequence[str] = (), log: Path | None = None) -> None:
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = log if log is not None else data_dir.parent / f"serve-{self.port}.log"
+        self.args = [
+            sys.executable, "-m", "server", "serve",
+            "--catalogs", str(catalogs), "--port", str(self.port),
+            "--metrics-port", str(self.metrics_port), "--data-dir", str(data_dir), *extra_args,
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            return self.wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_serving(self, timeout: float = 30.0) -> Self:
+        """Poll gRPC health until the overall status is SERVING (the contract's readiness signal)."""
+        assert self.proc is not None, "not started"
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"tailor serve exited {self.proc.returncode}:\n{self.log_tail()}")
+                with contextlib.suppress(grpc.RpcError):
+                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return self
+                time.sleep(0.1)
+        raise RuntimeError(f"tailor serve not SERVING within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Graceful stop, as an operator does it; returns the exit code (-9 if it had to be killed)."""
+        if self.proc is None:
+            return 0
+        if self.exit_code is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.exit_code = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        assert self.exit_code is not None
+        return self.exit_code
+
+    def kill(self) -> None:
+        """kill -9: no graceful shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(10)
+            self.exit_code = self.proc.returncode
+
+    def metrics(self) -> str:
+        """The /metrics exposition text."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_problems(self) -> list[str]:
+        """Log lines that mention a warning, an error or a traceback."""
+        markers = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback")
+        text = self.log_path.read_text(errors="replace")
+        return [line for line in text.splitlines() if any(m in line for m in markers)]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
