@@ -1,0 +1,1 @@
+"""What session context costs: Decide handler time with and without session features, and events/s."""
