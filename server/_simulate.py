@@ -1,4 +1,4 @@
-"""`tailor simulate`: synthetic shoppers against a running server (arrives in a following commit)."""
+"""`tailor simulate`: synthetic shoppers against a running server (placeholder until implemented)."""
 
 from __future__ import annotations
 
