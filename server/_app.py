@@ -26,7 +26,7 @@ from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 from ._catalog import CatalogError, load_catalog_dir
 from ._config import ServeConfig
-from ._decision_log import InMemoryDecisionLog
+from ._decision_log import DecisionRecord, InMemoryDecisionLog
 from ._decisions import DecisionService
 from ._joiner import RewardJoiner
 from ._learner import Learner
@@ -55,9 +55,11 @@ class TailorServer:
         catalogs = load_catalog_dir(config.catalogs)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.models = ModelRegistry(FileModelStore(config.data_dir / "models", keep=config.snapshots_kept))
-        self.decisions = InMemoryDecisionLog(capacity=config.max_pending_decisions)
         self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds)
-        self.joiner = RewardJoiner(self.decisions, self.learner, self.metrics, config.limits.max_id_bytes)
+        self.decisions = InMemoryDecisionLog(
+            config.max_pending_decisions, learn=self.learner.submit, on_unactivated=self._count_unactivated
+        )
+        self.joiner = RewardJoiner(self.decisions, self.metrics, config.limits.max_id_bytes)
         self.session_store = InMemorySessionStore(config.max_sessions, config.session_ttl_seconds)
         self.sessions = SessionContext(self.session_store, self.decisions, self.joiner, self.metrics)
         self.service = DecisionService(
@@ -85,6 +87,9 @@ class TailorServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: Any = None
         self._stopped = asyncio.Event()
+
+    def _count_unactivated(self, record: DecisionRecord) -> None:
+        self.metrics.decisions_expired_unactivated.labels(record.decision_point).inc()
 
     def _model_states(self) -> Iterable[tuple[str, int, float, int]]:
         for m in self.models:
@@ -150,7 +155,7 @@ class TailorServer:
         sweeps = 0
         while True:
             now = time.time()
-            self.joiner.close_windows(now)
+            await self.decisions.close_windows(now)
             sweeps += 1
             if sweeps % 20 == 0:
                 self.session_store.expire(now)
@@ -204,7 +209,7 @@ class TailorServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.joiner.close_windows(time.time())
+        await self.decisions.close_windows(time.time())
         learned = self.learner.drain()
         written = self.snapshot_changed()
         saved = self.decisions.save(self.pending_file)

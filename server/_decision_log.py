@@ -9,10 +9,11 @@ read back at start-up so pending decisions survive a graceful restart.
 
 from __future__ import annotations
 
+import enum
 import heapq
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -132,45 +133,68 @@ class DecisionRecord:
         )
 
 
+class JoinStatus(enum.Enum):
+    """What became of one reward (the contract's RewardStatus)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    UNKNOWN_EVENT = "unknown_event"
+    LATE = "late"
+    INVALID = "invalid"
+
+
+Source = Literal["reward", "default"]
+
+
+class LearnSink(Protocol):
+    """Where a decision goes once it is to be learned, with its reward: the learner's queue or stream."""
+
+    def __call__(self, record: DecisionRecord, reward: float, source: Source) -> None: ...
+
+
 class DecisionLog(Protocol):
-    """Where decisions wait for their rewards. The Redis backend implements the same interface."""
+    """Where decisions wait for their rewards, and where rewards are joined to them.
 
-    def get(self, event_id: str) -> DecisionRecord | None: ...
+    The join is part of the log so that a backend can make it atomic (the Redis backend runs it as one
+    Lua script): a decision is handed to the learner exactly once, whichever replica got the reward.
+    Statuses are decided in the contract's order: INVALID (out of range), UNKNOWN_EVENT, DUPLICATE, LATE.
+    """
 
-    def add(self, record: DecisionRecord) -> bool:
+    async def get(self, event_id: str) -> DecisionRecord | None: ...
+
+    async def add(self, record: DecisionRecord) -> bool:
         """Log a decision; False when the log is full (the decision is then served but not learned)."""
         ...
 
-    def activate(self, record: DecisionRecord, now: float) -> None:
-        """Start a deferred decision's window now."""
+    async def join(self, event_id: str, value: float, reward_id: str, at: float) -> JoinStatus:
+        """Join one finite reward that happened at `at`; learn the decision now if its aggregation says so."""
         ...
 
-    def due(self, now: float) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
-        """Decisions whose window has closed unlearned, and decisions forgotten as of now."""
+    async def activate(self, event_id: str, now: float) -> bool:
+        """Start a deferred decision's window (idempotent); False if the decision is not retained."""
         ...
 
-    def mark_learned(self, record: DecisionRecord) -> None:
-        """Record that the decision was handed to the learner; it is never learned again."""
+    async def close_windows(self, now: float) -> int:
+        """Learn every decision whose window has closed unlearned; forget expired ones. Returns how many learned."""
         ...
 
-    def next_deadline(self) -> float | None: ...
-
-    def discard(self, event_id: str) -> bool:
-        """Forget a decision now (privacy deletes); it is never learned."""
-        ...
-
-    def __len__(self) -> int: ...
-
-    def pending(self) -> int:
-        """Decisions not yet learned (the join backlog)."""
+    async def discard(self, event_ids: Sequence[str]) -> None:
+        """Forget decisions now (privacy deletes); they are never learned."""
         ...
 
 
 class InMemoryDecisionLog:
     """The embedded decision log: a dict by event id and a heap of window and expiry deadlines."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        learn: LearnSink,
+        on_unactivated: Callable[[DecisionRecord], None] = lambda record: None,
+    ) -> None:
         self.capacity = capacity
+        self._learn = learn
+        self._on_unactivated = on_unactivated
         self._records: dict[str, DecisionRecord] = {}
         # (when, kind, event_id): kind 0 closes a window, 1 forgets the decision. Entries may be stale
         # (a window reopened by activation); each is checked against the record when it comes due.
@@ -184,12 +208,16 @@ class InMemoryDecisionLog:
         return iter(self._records.values())
 
     def pending(self) -> int:
+        """Decisions not yet learned (the join backlog)."""
         return self._unlearned
 
-    def get(self, event_id: str) -> DecisionRecord | None:
+    async def get(self, event_id: str) -> DecisionRecord | None:
         return self._records.get(event_id)
 
-    def add(self, record: DecisionRecord) -> bool:
+    async def add(self, record: DecisionRecord) -> bool:
+        return self.add_now(record)
+
+    def add_now(self, record: DecisionRecord) -> bool:
         if len(self._records) >= self.capacity:
             return False
         self._records[record.event_id] = record
@@ -198,33 +226,73 @@ class InMemoryDecisionLog:
         self._schedule(record)
         return True
 
+    async def join(self, event_id: str, value: float, reward_id: str, at: float) -> JoinStatus:
+        record = self._records.get(event_id)
+        if record is None:
+            return JoinStatus.UNKNOWN_EVENT
+        low, high = record.reward_range
+        if not low <= value <= high:
+            return JoinStatus.INVALID
+        if reward_id and reward_id in record.reward_ids:
+            return JoinStatus.DUPLICATE
+        end = record.window_end
+        if record.learned or (end is not None and at > end):
+            return JoinStatus.LATE
+        if record.aggregation == "first" and record.rewards:  # held before activation; only the first counts
+            return JoinStatus.LATE
+        if reward_id:
+            record.reward_ids.add(reward_id)
+        if end is not None and record.aggregation == "first":
+            self._hand_off(record, value, "reward")
+        else:
+            record.rewards.append(value)  # aggregated at window close, or held until activation
+        return JoinStatus.ACCEPTED
+
+    async def activate(self, event_id: str, now: float) -> bool:
+        record = self._records.get(event_id)
+        if record is None:
+            return False
+        if record.activated_at is None:
+            record.activated_at = now
+            self._schedule(record)
+            if record.aggregation == "first" and record.rewards:
+                self._hand_off(record, record.rewards[0], "reward")
+        return True
+
+    async def close_windows(self, now: float) -> int:
+        closed, forgotten = self._due(now)
+        for record in closed:
+            if not record.rewards:
+                self._hand_off(record, record.default_reward, "default")
+            elif record.aggregation == "sum":
+                self._hand_off(record, sum(record.rewards), "reward")
+            else:  # max; `first` learned at its first reward and never reaches here with rewards
+                self._hand_off(record, max(record.rewards), "reward")
+        for record in forgotten:
+            if record.activated_at is None:
+                self._on_unactivated(record)
+        return len(closed)
+
+    async def discard(self, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            record = self._records.pop(event_id, None)
+            if record is not None and not record.learned:
+                self._unlearned -= 1  # its heap entries find no record and are skipped
+
+    def _hand_off(self, record: DecisionRecord, reward: float, source: Source) -> None:
+        """Mark learned and give it to the learner: the one place a decision becomes learnable, once."""
+        if not record.learned:
+            record.learned = True
+            self._unlearned -= 1
+            self._learn(record, reward, source)
+
     def _schedule(self, record: DecisionRecord) -> None:
         end = record.window_end
         if end is not None and not record.learned:
             heapq.heappush(self._deadlines, (end, 0, record.event_id))
         heapq.heappush(self._deadlines, (record.expires_at, 1, record.event_id))
 
-    def activate(self, record: DecisionRecord, now: float) -> None:
-        record.activated_at = now
-        self._schedule(record)
-
-    def mark_learned(self, record: DecisionRecord) -> None:
-        if not record.learned:
-            record.learned = True
-            self._unlearned -= 1
-
-    def next_deadline(self) -> float | None:
-        return self._deadlines[0][0] if self._deadlines else None
-
-    def discard(self, event_id: str) -> bool:
-        record = self._records.pop(event_id, None)
-        if record is None:
-            return False
-        if not record.learned:
-            self._unlearned -= 1
-        return True  # its heap entries find no record and are skipped
-
-    def due(self, now: float) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
+    def _due(self, now: float) -> tuple[list[DecisionRecord], list[DecisionRecord]]:
         closed: list[DecisionRecord] = []
         forgotten: list[DecisionRecord] = []
         heap = self._deadlines
@@ -261,6 +329,6 @@ class InMemoryDecisionLog:
         restored = 0
         with path.open() as f:
             for line in f:
-                if line.strip() and self.add(DecisionRecord.from_json(json.loads(line))):
+                if line.strip() and self.add_now(DecisionRecord.from_json(json.loads(line))):
                     restored += 1
         return restored

@@ -78,13 +78,13 @@ class DecisionService:
             m.touch_decision_point(name)
         self._per_point = {name: (m.decisions.labels(name), m.decide_latency.labels(name)) for name in self.catalogs}
 
-    def decide(self, q: DecideQuery) -> Decision:
+    async def decide(self, q: DecideQuery) -> Decision:
         started = time.perf_counter()
         catalog = self.catalogs.get(q.decision_point)
         if catalog is None:
             raise NotFound(f"unknown decision point {q.decision_point!r}; known: {sorted(self.catalogs)}")
         if q.event_id:
-            known = self.decisions.get(q.event_id)
+            known = await self.decisions.get(q.event_id)
             if known is not None:
                 return self._replay(known, q)
             event_id = q.event_id
@@ -95,7 +95,7 @@ class DecisionService:
         if model is None:  # models.sync serves one for every catalog
             raise RuntimeError(f"no model for decision point {q.decision_point}")
         now = time.time()
-        shared = shared_line(encode_features(q.context), self.sessions.feature_text(q.session_id, now))
+        shared = shared_line(encode_features(q.context), await self.sessions.feature_text(q.session_id, now))
         pmf = model.policy.predict(shared, lines)
         chosen = sample_index(pmf, event_id)
         order = sorted(range(len(ids)), key=pmf.__getitem__, reverse=True)  # stable: ties keep candidate order
@@ -124,10 +124,10 @@ class DecisionService:
             grace_seconds=self.grace_seconds,
             activated_at=None if q.defer_activation else now,
         )
-        logged = self.decisions.add(record)
+        logged = await self.decisions.add(record)
         if not logged:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
-        self.sessions.record_decision(q.session_id, q.decision_point, action_id, event_id, now, logged)
+        await self.sessions.record_decision(q.session_id, q.decision_point, action_id, event_id, now, logged)
         served, latency = self._per_point[q.decision_point]
         served.inc()
         latency.observe(time.perf_counter() - started)

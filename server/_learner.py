@@ -13,17 +13,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 from policies import reward_to_cost
 
-from ._decision_log import DecisionRecord
+from ._decision_log import DecisionRecord, Source
 from ._metrics import Metrics
 from ._models import ModelRegistry
 
 log = logging.getLogger("tailor.learner")
-
-Source = Literal["reward", "default"]
 
 
 @dataclass(slots=True)

@@ -186,7 +186,8 @@ class RedisSessionStore:
                 pipe.lrem(key, 0, _decision_entry(d))
             await pipe.execute()
 
-    async def load(self, session_id: str) -> SessionState | None:
+    async def load(self, session_id: str, now: float = 0.0) -> SessionState | None:
+        """The session's state (`now` is unused: Redis expires idle sessions by key TTL)."""
         keys = self.keys(session_id)
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.main)
@@ -200,7 +201,7 @@ class RedisSessionStore:
         return _state(session_id, main, cart, categories, decisions, shown)
 
     async def delete(self, session_id: str) -> SessionState | None:
-        state = await self.load(session_id)
+        state = await self.load(session_id, 0.0)
         if state is not None:
             await self.client.delete(*self.keys(session_id).all())
         return state

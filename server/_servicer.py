@@ -55,7 +55,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     @unary_errors
     async def Decide(self, request: pb.DecideRequest, context: Ctx) -> pb.DecideResponse:
         query = validate.decide_query(request, self.limits)
-        return decide_response(self.service.decide(query))
+        return decide_response(await self.service.decide(query))
 
     @stream_errors
     async def ReportRewards(
@@ -67,7 +67,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             now = time.time()
             results = [
                 pb.RewardResult(
-                    event_id=r.event_id, status=_STATUS[joiner.report(r.event_id, r.value, r.reward_id, now)]
+                    event_id=r.event_id, status=_STATUS[await joiner.report(r.event_id, r.value, r.reward_id, now)]
                 )
                 for r in request.rewards
             ]
@@ -86,7 +86,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             events, reasons = validate.tracked_events(
                 request, self.limits, now, cfg.max_clock_skew_seconds, cfg.max_event_age_seconds
             )
-            sessions.track(events, now)
+            await sessions.track(events, now)
             accepted += len(events)
             rejected += len(reasons)
             for reason in reasons:
@@ -98,7 +98,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     @unary_errors
     async def GetSession(self, request: pb.GetSessionRequest, context: Ctx) -> pb.GetSessionResponse:
         session_id = validate.session_id(request.session_id, self.limits)
-        features = self.service.sessions.features(session_id, time.time())
+        features = await self.service.sessions.features(session_id, time.time())
         if features is None:
             raise NotFound(f"no session {session_id!r} (never seen, expired or deleted)")
         return pb.GetSessionResponse(
@@ -109,9 +109,9 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     @unary_errors
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Ctx) -> pb.DeleteSessionResponse:
         session_id = validate.session_id(request.session_id, self.limits)
-        return pb.DeleteSessionResponse(deleted=self.service.sessions.delete(session_id))
+        return pb.DeleteSessionResponse(deleted=await self.service.sessions.delete(session_id))
 
     @unary_errors
     async def Activate(self, request: pb.ActivateRequest, context: Ctx) -> pb.ActivateResponse:
-        self.service.joiner.activate(validate.event_id(request.event_id, self.limits), time.time())
+        await self.service.joiner.activate(validate.event_id(request.event_id, self.limits), time.time())
         return pb.ActivateResponse()

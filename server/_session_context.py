@@ -8,7 +8,7 @@ rewards, so a decision is still learned exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 from policies import encode_features
 
@@ -17,13 +17,11 @@ from ._decision_log import DecisionLog
 from ._intent import Feature, intent_features
 from ._joiner import RewardJoiner
 from ._metrics import Metrics
-from ._sessions import InMemorySessionStore, OpenDecision, TrackedEvent
+from ._sessions import OpenDecision, SessionStore, TrackedEvent
 
 
 class SessionContext:
-    def __init__(
-        self, store: InMemorySessionStore, decisions: DecisionLog, joiner: RewardJoiner, metrics: Metrics
-    ) -> None:
+    def __init__(self, store: SessionStore, decisions: DecisionLog, joiner: RewardJoiner, metrics: Metrics) -> None:
         self.store = store
         self.decisions = decisions
         self.joiner = joiner
@@ -32,27 +30,33 @@ class SessionContext:
         self._accepted = metrics.session_events.labels("accepted")
         self._duplicate = metrics.session_events.labels("duplicate")
 
-    def track(self, events: Iterable[TrackedEvent], now: float) -> int:
+    async def track(self, events: Sequence[TrackedEvent], now: float) -> int:
         """Fold validated events into their sessions; returns how many were new (not duplicates)."""
-        applied = 0
+        by_session: dict[str, list[TrackedEvent]] = {}
         for event in events:
-            state = self.store.get_or_create(event.session_id, now)
-            if not state.apply(event):
-                self._duplicate.inc()
-                continue
-            applied += 1
-            self._accepted.inc()
-            if state.decisions:
-                self._credit(state.decisions, event)
-        return applied
+            by_session.setdefault(event.session_id, []).append(event)
+        applied_total = 0
+        for session_id, session_events in by_session.items():
+            applied, open_decisions = await self.store.apply(session_id, session_events, now)
+            applied_total += len(applied)
+            self._accepted.inc(len(applied))
+            self._duplicate.inc(len(session_events) - len(applied))
+            if open_decisions:
+                for i in applied:
+                    open_decisions = await self._credit(session_id, open_decisions, session_events[i])
+        return applied_total
 
-    def _credit(self, open_decisions: list[OpenDecision], event: TrackedEvent) -> None:
-        """Derive rewards for the session's open decisions from one event, by their catalogs' rules."""
-        live = []
+    async def _credit(
+        self, session_id: str, open_decisions: list[OpenDecision], event: TrackedEvent
+    ) -> list[OpenDecision]:
+        """Derive rewards for the session's open decisions from one event; returns those still open."""
+        live: list[OpenDecision] = []
+        done: list[OpenDecision] = []
         for open_decision in open_decisions:
-            record = self.decisions.get(open_decision.event_id)
+            record = await self.decisions.get(open_decision.event_id)
             if record is None or record.learned:
-                continue  # nothing more to credit: drop it from the session
+                done.append(open_decision)  # nothing more to credit
+                continue
             live.append(open_decision)
             if event.timestamp < open_decision.decided_at:
                 continue
@@ -62,31 +66,31 @@ class SessionContext:
                 continue
             value = rule.value(event.price, *record.reward_range)
             reward_id = f"event:{event.id}" if event.id else ""
-            self.joiner.report_derived(record, value, reward_id, event.timestamp)
-        open_decisions[:] = live
+            await self.joiner.report_derived(record, value, reward_id, event.timestamp)
+        if done:
+            await self.store.drop_decisions(session_id, done)
+        return live
 
-    def features(self, session_id: str, now: float) -> list[Feature] | None:
-        state = self.store.get(session_id, now)
+    async def features(self, session_id: str, now: float) -> list[Feature] | None:
+        state = await self.store.load(session_id, now)
         return None if state is None else intent_features(state, now)
 
-    def feature_text(self, session_id: str, now: float) -> str:
+    async def feature_text(self, session_id: str, now: float) -> str:
         """The session's intent features as VW text (empty for an unknown session)."""
-        state = self.store.get(session_id, now)
+        state = await self.store.load(session_id, now)
         return "" if state is None else encode_features(intent_features(state, now))
 
-    def record_decision(
+    async def record_decision(
         self, session_id: str, decision_point: str, action_id: str, event_id: str, now: float, logged: bool
     ) -> None:
         """Remember what this session was shown, and (when logged) the decision for rule-derived rewards."""
-        state = self.store.get_or_create(session_id, now)
-        state.record_decision(OpenDecision(event_id, decision_point, now), action_id, open_for_rewards=logged)
+        await self.store.record_decision(session_id, OpenDecision(event_id, decision_point, now), action_id, logged)
 
-    def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str) -> bool:
         """Erase a session's context and forget its retained decisions (they will never be learned)."""
-        state = self.store.delete(session_id)
+        state = await self.store.delete(session_id)
         if state is None:
             return False
-        for open_decision in state.decisions:
-            self.decisions.discard(open_decision.event_id)
+        await self.decisions.discard([d.event_id for d in state.decisions])
         self.metrics.sessions_deleted.inc()
         return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -145,13 +145,24 @@ class SessionState:
 class SessionStore(Protocol):
     """Where session context lives. The Redis backend implements the same interface."""
 
-    def get(self, session_id: str, now: float) -> SessionState | None: ...
+    async def apply(
+        self, session_id: str, events: Sequence[TrackedEvent], now: float
+    ) -> tuple[list[int], list[OpenDecision]]:
+        """Fold one session's events in order; returns the indexes of those applied (not duplicates) and the
+        session's open decisions."""
+        ...
 
-    def get_or_create(self, session_id: str, now: float) -> SessionState: ...
+    async def record_decision(self, session_id: str, decision: OpenDecision, action_id: str, logged: bool) -> None:
+        """Remember what the session was shown and, if `logged`, keep the decision open for rule rewards."""
+        ...
 
-    def delete(self, session_id: str) -> SessionState | None: ...
+    async def drop_decisions(self, session_id: str, decisions: Sequence[OpenDecision]) -> None:
+        """Remove decisions that can earn nothing more from the session's open list."""
+        ...
 
-    def __len__(self) -> int: ...
+    async def load(self, session_id: str, now: float) -> SessionState | None: ...
+
+    async def delete(self, session_id: str) -> SessionState | None: ...
 
 
 class InMemorySessionStore:
@@ -171,7 +182,29 @@ class InMemorySessionStore:
     def __iter__(self) -> Iterator[SessionState]:
         return iter(self._sessions.values())
 
-    def get(self, session_id: str, now: float) -> SessionState | None:
+    async def apply(
+        self, session_id: str, events: Sequence[TrackedEvent], now: float
+    ) -> tuple[list[int], list[OpenDecision]]:
+        state = self._touch(session_id, now)
+        applied = [i for i, event in enumerate(events) if state.apply(event)]
+        return applied, list(state.decisions)
+
+    async def record_decision(self, session_id: str, decision: OpenDecision, action_id: str, logged: bool) -> None:
+        self._touch(session_id, decision.decided_at).record_decision(decision, action_id, open_for_rewards=logged)
+
+    async def drop_decisions(self, session_id: str, decisions: Sequence[OpenDecision]) -> None:
+        state = self._sessions.get(session_id)
+        if state is not None:
+            gone = {d.event_id for d in decisions}
+            state.decisions = [d for d in state.decisions if d.event_id not in gone]
+
+    async def load(self, session_id: str, now: float) -> SessionState | None:
+        return self._live(session_id, now)
+
+    async def delete(self, session_id: str) -> SessionState | None:
+        return self._sessions.pop(session_id, None)
+
+    def _live(self, session_id: str, now: float) -> SessionState | None:
         state = self._sessions.get(session_id)
         if state is None:
             return None
@@ -181,8 +214,9 @@ class InMemorySessionStore:
             return None
         return state
 
-    def get_or_create(self, session_id: str, now: float) -> SessionState:
-        state = self.get(session_id, now)
+    def _touch(self, session_id: str, now: float) -> SessionState:
+        """The session's state, created if new, marked active now (LRU order and idle TTL)."""
+        state = self._live(session_id, now)
         if state is None:
             state = SessionState(session_id, started_at=now, last_event_at=now, last_seen=now)
             self._sessions[session_id] = state
@@ -190,12 +224,9 @@ class InMemorySessionStore:
                 self._sessions.popitem(last=False)
                 self.evicted += 1
         else:
-            state.last_seen = now
+            state.last_seen = max(state.last_seen, now)
             self._sessions.move_to_end(session_id)
         return state
-
-    def delete(self, session_id: str) -> SessionState | None:
-        return self._sessions.pop(session_id, None)
 
     def expire(self, now: float, budget: int = 1000) -> int:
         """Drop idle sessions, oldest first, at most `budget` per call (keeps each sweep short)."""

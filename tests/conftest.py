@@ -16,6 +16,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from server import ServeConfig, TailorServer
+from server._decision_log import DecisionRecord
 from server._launcher import ServeProcess as Launched
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
@@ -81,6 +82,10 @@ class RunningServer:
             return fn()
 
         return self.run(wrapped())
+
+    def record(self, event_id: str) -> DecisionRecord | None:
+        """The decision log's record of a decision (read on the server's loop)."""
+        return self.run(self.app.decisions.get(event_id))
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         value = self.registry.get_sample_value(name, labels or {})

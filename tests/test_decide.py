@@ -171,7 +171,9 @@ def test_injected_vw_syntax_stays_inside_its_feature(server: RunningServer) -> N
     evil: dict[str, str | float] = {"device": "x |a id=grid shared:1 \n|c", "a|b:c": 1.0}
     r = server.client.decide("s1", "home_layout", context=evil)
     assert sorted(x.action_id for x in r.ranking) == sorted(LAYOUTS)
-    shared = server.call(lambda: server.app.decisions.get(r.event_id).shared)  # type: ignore[union-attr]
+    record = server.record(r.event_id)
+    assert record is not None
+    shared = record.shared
     assert shared.count("|") == 1 and "\n" not in shared
 
 

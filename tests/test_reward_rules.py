@@ -39,7 +39,7 @@ def ev(kind: int, session: str = "s1", **fields: Any) -> pb.SessionEvent:
 
 
 def record(server: RunningServer, event_id: str) -> DecisionRecord:
-    found = server.call(lambda: server.app.decisions.get(event_id))
+    found = server.record(event_id)
     assert found is not None
     return found
 

@@ -117,7 +117,7 @@ def test_intent_features_describe_the_session(server: RunningServer) -> None:
 def test_decide_uses_the_session_features_and_records_what_was_shown(server: RunningServer) -> None:
     track(server, [event(kind=E.EVENT_TYPE_SEARCH), event(kind=E.EVENT_TYPE_CLICK)])
     d = server.client.decide("s1", "home_layout", context={"device": "mobile"})
-    record = server.call(lambda: server.app.decisions.get(d.event_id))
+    record = server.record(d.event_id)
     assert record is not None
     assert "|s " in record.shared and "n_search:" in record.shared and "device=mobile" in record.shared
     assert features(server)[f"shown_home_layout_{d.action_id}"] > 0

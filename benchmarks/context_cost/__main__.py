@@ -20,10 +20,10 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import yaml
@@ -31,12 +31,14 @@ from prometheus_client import CollectorRegistry
 
 from server import ServeConfig, TailorServer
 from server import _validation as validate
+from server._decision_log import Decision
 from server._launcher import ServeProcess
 from server._servicer import decide_response
 from server._sessions import EventKind, TrackedEvent
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 DECISION_POINT = "layout"
 KINDS: tuple[EventKind, ...] = ("page_view", "product_view", "click", "product_view", "search", "add_to_cart")
@@ -76,6 +78,18 @@ def tracked(i: int, event_id: str) -> pb.SessionEvent:
     )
 
 
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Drive a coroutine that never waits (the embedded backend) to its result, without an event loop in
+    the measurement: handler time alone."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise RuntimeError("the coroutine waited: not the embedded backend?")
+
+
 def per_call_us(fn: Callable[[], object], calls: int) -> float:
     started = time.perf_counter()
     for _ in range(calls):
@@ -94,13 +108,15 @@ async def in_process(calls: int, repeats: int) -> dict[str, Any]:
         now = time.time()
         sessions = [f"warm-{i}" for i in range(500)]
         for s in sessions:
-            app.sessions.track(session_events(s, now), now)
+            await app.sessions.track(session_events(s, now), now)
         ctx = context()
         counter = iter(range(10**9))
 
-        def decide(session: str) -> None:
+        def decide(session: str) -> Decision:
             request = pb.DecideRequest(session_id=session, decision_point=DECISION_POINT, context=ctx)
-            decide_response(service.decide(validate.decide_query(request, limits)))
+            decision = run_now(service.decide(validate.decide_query(request, limits)))
+            decide_response(decision)
+            return decision
 
         def with_session() -> None:
             decide(sessions[next(counter) % len(sessions)])
@@ -111,13 +127,7 @@ async def in_process(calls: int, repeats: int) -> dict[str, Any]:
         model = app.models.get(DECISION_POINT)
         assert model is not None
         catalog = service.catalogs[DECISION_POINT]
-        record = service.decisions.get(
-            service.decide(
-                validate.decide_query(
-                    pb.DecideRequest(session_id=sessions[0], decision_point=DECISION_POINT, context=ctx), limits
-                )
-            ).event_id
-        )
+        record = run_now(service.decisions.get(decide(sessions[0]).event_id))
         assert record is not None
         shared = record.shared
 
