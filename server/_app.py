@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import redis.asyncio as aioredis
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -26,15 +27,18 @@ from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 from ._catalog import CatalogError, load_catalog_dir
 from ._config import ServeConfig
-from ._decision_log import DecisionRecord, InMemoryDecisionLog
+from ._decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog
 from ._decisions import DecisionService
 from ._joiner import RewardJoiner
 from ._learner import Learner
 from ._metrics import Metrics
-from ._models import FileModelStore, ModelRegistry
+from ._models import FileModelStore, FollowedModelStore, ModelRegistry
+from ._redis_decisions import RedisDecisionLog
+from ._redis_models import RedisModelStore, policy_from_bytes
+from ._redis_sessions import RedisSessionStore
 from ._servicer import DecisionServicer
 from ._session_context import SessionContext
-from ._sessions import InMemorySessionStore
+from ._sessions import InMemorySessionStore, SessionStore
 
 log = logging.getLogger("tailor.server")
 
@@ -44,23 +48,42 @@ _SWEEP_SECONDS = 0.05
 
 
 class TailorServer:
-    """One Tailor serving process on the embedded (in-memory + data directory) backend."""
+    """One Tailor serving process: embedded (in-memory state, snapshots in the data directory, learning in
+    process) by default, or a Redis-mode replica (state in Redis, models from `tailor learn`)."""
 
     def __init__(self, config: ServeConfig, registry: CollectorRegistry | None = None) -> None:
-        if config.redis_url:
-            raise CatalogError(["--redis-url: the Redis backend is not available in this version yet"])
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         catalogs = load_catalog_dir(config.catalogs)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.models = ModelRegistry(FileModelStore(config.data_dir / "models", keep=config.snapshots_kept))
-        self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds)
-        self.decisions = InMemoryDecisionLog(
-            config.max_pending_decisions, learn=self.learner.submit, on_unactivated=self._count_unactivated
-        )
+        self.redis: aioredis.Redis | None = None
+        self.learner: Learner | None = None
+        self.session_store: SessionStore
+        self.decisions: DecisionLog
+        if config.redis_url:
+            # Redis mode: state is shared by every replica; `tailor learn` learns and publishes models.
+            self.redis = aioredis.Redis.from_url(config.redis_url)
+            self.models = ModelRegistry(FollowedModelStore())
+            self.model_store: RedisModelStore | None = RedisModelStore(self.redis, config.redis_prefix)
+            self.decisions = RedisDecisionLog(self.redis, config.redis_prefix, config.redis_shards)
+            self.session_store = RedisSessionStore(self.redis, config.redis_prefix, config.session_ttl_seconds)
+        else:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.models = ModelRegistry(FileModelStore(config.data_dir / "models", keep=config.snapshots_kept))
+            self.model_store = None
+            learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds)
+            memory_log = InMemoryDecisionLog(
+                config.max_pending_decisions, learn=learner.submit, on_unactivated=self._count_unactivated
+            )
+            memory_sessions = InMemorySessionStore(config.max_sessions, config.session_ttl_seconds)
+            self.decisions, self.session_store = memory_log, memory_sessions
+            self.metrics.decision_log_size.set_function(lambda: len(memory_log))
+            self.metrics.join_backlog.set_function(memory_log.pending)
+            self.metrics.learn_queue.set_function(lambda: len(learner))
+            self.metrics.add_session_collector(
+                lambda: (len(memory_sessions), memory_sessions.evicted, memory_sessions.expired)
+            )
         self.joiner = RewardJoiner(self.decisions, self.metrics, config.limits.max_id_bytes)
-        self.session_store = InMemorySessionStore(config.max_sessions, config.session_ttl_seconds)
         self.sessions = SessionContext(self.session_store, self.decisions, self.joiner, self.metrics)
         self.service = DecisionService(
             catalogs,
@@ -74,12 +97,6 @@ class TailorServer:
         )
         self.metrics.add_model_collector(self._model_states)
         self.metrics.touch_methods(pb.DESCRIPTOR.services_by_name["DecisionService"].methods_by_name)
-        self.metrics.decision_log_size.set_function(lambda: len(self.decisions))
-        self.metrics.join_backlog.set_function(lambda: self.decisions.pending())
-        self.metrics.learn_queue.set_function(lambda: len(self.learner))
-        self.metrics.add_session_collector(
-            lambda: (len(self.session_store), self.session_store.evicted, self.session_store.expired)
-        )
         self.health = health_aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
@@ -102,7 +119,13 @@ class TailorServer:
     async def start(self) -> int:
         """Start serving; returns the bound gRPC port."""
         cfg = self.config
-        self._restore_pending()
+        if self.learner is not None:
+            self._restore_pending()
+        else:
+            try:
+                await self._follow_once()  # serve the latest published models from the first decision on
+            except Exception:
+                log.warning("Redis unreachable at start-up: serving fresh models until it answers", exc_info=True)
         limits = cfg.limits
         options = [
             ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -124,11 +147,14 @@ class TailorServer:
             self.metrics_port = self._http.server_port
         await server.start()
         self._server = server
-        self._tasks = [
-            asyncio.create_task(self.learner.run(), name="learner"),
-            asyncio.create_task(self._sweep(), name="window-sweeper"),
-            asyncio.create_task(self._snapshots(), name="snapshotter"),
-        ]
+        if self.learner is not None:
+            self._tasks = [
+                asyncio.create_task(self.learner.run(), name="learner"),
+                asyncio.create_task(self._sweep(), name="window-sweeper"),
+                asyncio.create_task(self._snapshots(), name="snapshotter"),
+            ]
+        else:
+            self._tasks = [asyncio.create_task(self._follow(), name="model-follower")]
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -142,7 +168,7 @@ class TailorServer:
 
     def _restore_pending(self) -> None:
         path = self.pending_file
-        if not path.exists():
+        if not path.exists() or not isinstance(self.decisions, InMemoryDecisionLog):
             return
         restored = self.decisions.load(path)
         # Once loaded, the file must not be replayed again after a later crash (it would double-learn).
@@ -157,9 +183,31 @@ class TailorServer:
             now = time.time()
             await self.decisions.close_windows(now)
             sweeps += 1
-            if sweeps % 20 == 0:
+            if sweeps % 20 == 0 and isinstance(self.session_store, InMemorySessionStore):
                 self.session_store.expire(now)
             await asyncio.sleep(_SWEEP_SECONDS)
+
+    async def _follow(self) -> None:
+        """Redis mode: pick up models published by `tailor learn`, every `model_poll_seconds`."""
+        while True:
+            await asyncio.sleep(self.config.model_poll_seconds)
+            try:
+                await self._follow_once()
+            except Exception:  # Redis away: keep serving the models already loaded
+                log.warning("cannot read published models; serving the loaded ones", exc_info=True)
+
+    async def _follow_once(self) -> None:
+        assert self.model_store is not None
+        published = await self.model_store.published()
+        for model in self.models:
+            found = published.get(model.decision_point)
+            if found is None or found.fingerprint != model.fingerprint or found.seq <= model.seq:
+                continue
+            blob = await self.model_store.blob(found)
+            if blob is not None and self.models.install(
+                model.decision_point, policy_from_bytes(model.spec, blob), found.seq, found.saved_at
+            ):
+                log.info("serving published model %s for %s", found.version, model.decision_point)
 
     async def _snapshots(self) -> None:
         while True:
@@ -209,10 +257,14 @@ class TailorServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.decisions.close_windows(time.time())
-        learned = self.learner.drain()
-        written = self.snapshot_changed()
-        saved = self.decisions.save(self.pending_file)
+        learned = written = saved = 0
+        if self.learner is not None and isinstance(self.decisions, InMemoryDecisionLog):
+            await self.decisions.close_windows(time.time())
+            learned = self.learner.drain()
+            written = self.snapshot_changed()
+            saved = self.decisions.save(self.pending_file)
+        if self.redis is not None:
+            await self.redis.aclose()  # Redis mode: everything acknowledged is already in Redis
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

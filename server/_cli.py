@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ._catalog import CatalogError, load_catalog_dir
-from ._config import ServeConfig
+from ._config import LearnConfig, ServeConfig
 
 log = logging.getLogger("tailor")
 
@@ -54,6 +54,32 @@ def _config(args: argparse.Namespace) -> ServeConfig:
     fields = ("catalogs", "host", "port", "metrics_port", "data_dir", "redis_url", "redis_prefix")
     given: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return ServeConfig(**given)
+
+
+def _learn_config(args: argparse.Namespace) -> LearnConfig:
+    fields = ("catalogs", "metrics_port", "redis_url", "redis_prefix")
+    given: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    return LearnConfig(**given)
+
+
+async def _learn(config: LearnConfig) -> int:
+    from prometheus_client import disable_created_metrics
+
+    from ._shared_learner import SharedLearner
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    learner = SharedLearner(config)
+    learner.start_metrics()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("tailor learn: waiting for the lease on %s (metrics on %s)", config.redis_prefix, learner.metrics_port)
+    try:
+        await learner.run(stop)
+    finally:
+        await learner.close()
+    return 0
 
 
 async def _serve(config: ServeConfig) -> int:
@@ -101,20 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return _simulate.run(args)
     try:
-        config = _config(args)
+        if args.command == "learn":
+            return asyncio.run(_learn(_learn_config(args)))
+        return asyncio.run(_serve(_config(args)))
     except ValidationError as err:
         for e in err.errors():
             print(f"configuration: {'.'.join(map(str, e['loc']))}: {e['msg']}", file=sys.stderr)
         return 2
-    if args.command == "learn" or config.redis_url:
-        print(
-            "tailor: the Redis backend (--redis-url, `tailor learn`) is not available in this version; "
-            "run `tailor serve` without --redis-url for the embedded default",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        return asyncio.run(_serve(config))
     except CatalogError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)

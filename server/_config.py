@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +22,12 @@ class Limits(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="one gRPC message")
 
 
+def _check_redis_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("use a redis://, rediss:// or unix:// URL")
+    return url
+
+
 class ServeConfig(BaseSettings):
     """`tailor serve` settings. Every field is also read from TAILOR_<FIELD_NAME>."""
 
@@ -34,6 +40,8 @@ class ServeConfig(BaseSettings):
     data_dir: Path = Field(Path("data"), description="model snapshots and persisted pending decisions")
     redis_url: str | None = Field(None, description="redis://, rediss:// or unix:// URL; unset = embedded state")
     redis_prefix: str = Field("tailor", description="key prefix in Redis")
+    redis_shards: int = Field(16, ge=1, le=1024, description="decision-log shards (hash tags); same on every process")
+    model_poll_seconds: float = Field(0.5, gt=0, description="Redis mode: how often replicas look for new models")
     snapshot_interval_seconds: float = Field(30.0, gt=0, description="how often changed models are snapshotted")
     snapshots_kept: int = Field(3, ge=1, description="snapshots kept per model")
     session_ttl_seconds: float = Field(1800.0, gt=0, description="a session idle this long is forgotten")
@@ -51,3 +59,22 @@ class ServeConfig(BaseSettings):
     learn_slice_seconds: float = Field(0.001, gt=0, description="longest the learner holds the event loop at once")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="in-flight RPCs get this long at shutdown")
     limits: Limits = Field(default_factory=Limits)
+
+    _redis_url = field_validator("redis_url")(_check_redis_url)
+
+
+class LearnConfig(BaseSettings):
+    """`tailor learn` settings (the shared learner of Redis mode). Every field is also read from TAILOR_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="forbid", frozen=True)
+
+    catalogs: Path = Field(Path("catalogs"), description="directory of catalog YAML files")
+    redis_url: str = Field(description="redis://, rediss:// or unix:// URL")
+    redis_prefix: str = Field("tailor", description="key prefix in Redis")
+    redis_shards: int = Field(16, ge=1, le=1024, description="decision-log shards; the same as the replicas'")
+    metrics_port: int | None = Field(9465, ge=0, le=65535, description="Prometheus /metrics port; unset disables")
+    publish_interval_seconds: float = Field(1.0, gt=0, description="how often changed models are published")
+    lease_seconds: float = Field(5.0, gt=0, description="leadership lease; a standby takes over after it lapses")
+    batch: int = Field(500, ge=1, description="learn-stream entries read per round trip")
+
+    _redis_url = field_validator("redis_url")(_check_redis_url)

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from policies import action_line, encode_features, sample_index, shared_line
 
 from ._catalog import Catalog
 from ._config import Limits
 from ._decision_log import Decision, DecisionLog, DecisionRecord
-from ._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, invalid
+from ._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable, invalid
 from ._joiner import RewardJoiner
 from ._metrics import Metrics
 from ._models import ModelRegistry
 from ._session_context import SessionContext
 
 Features = list[tuple[str, "str | float"]]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -84,7 +86,7 @@ class DecisionService:
         if catalog is None:
             raise NotFound(f"unknown decision point {q.decision_point!r}; known: {sorted(self.catalogs)}")
         if q.event_id:
-            known = await self.decisions.get(q.event_id)
+            known = await self._fail_open("decision_read", self.decisions.get(q.event_id), None)
             if known is not None:
                 return self._replay(known, q)
             event_id = q.event_id
@@ -95,7 +97,8 @@ class DecisionService:
         if model is None:  # models.sync serves one for every catalog
             raise RuntimeError(f"no model for decision point {q.decision_point}")
         now = time.time()
-        shared = shared_line(encode_features(q.context), await self.sessions.feature_text(q.session_id, now))
+        session_text = await self._fail_open("session_read", self.sessions.feature_text(q.session_id, now), "")
+        shared = shared_line(encode_features(q.context), session_text)
         pmf = model.policy.predict(shared, lines)
         chosen = sample_index(pmf, event_id)
         order = sorted(range(len(ids)), key=pmf.__getitem__, reverse=True)  # stable: ties keep candidate order
@@ -124,14 +127,26 @@ class DecisionService:
             grace_seconds=self.grace_seconds,
             activated_at=None if q.defer_activation else now,
         )
-        logged = await self.decisions.add(record)
+        logged = await self._fail_open("decision_write", self.decisions.add(record), False)
         if not logged:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
-        await self.sessions.record_decision(q.session_id, q.decision_point, action_id, event_id, now, logged)
+        await self._fail_open(
+            "session_write",
+            self.sessions.record_decision(q.session_id, q.decision_point, action_id, event_id, now, logged),
+            None,
+        )
         served, latency = self._per_point[q.decision_point]
         served.inc()
         latency.observe(time.perf_counter() - started)
         return decision
+
+    async def _fail_open(self, step: str, call: Coroutine[Any, Any, T], fallback: T) -> T:
+        """Decide never fails because shared state is unreachable: it answers without it, and counts."""
+        try:
+            return await call
+        except Unavailable:
+            self.metrics.fail_open.labels(step).inc()
+            return fallback
 
     def _replay(self, record: DecisionRecord, q: DecideQuery) -> Decision:
         if record.session_id != q.session_id or record.decision_point != q.decision_point:

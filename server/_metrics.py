@@ -41,6 +41,12 @@ class Metrics:
         self.rewards = Counter(
             "tailor_rewards_total", "Rewards received, by join status.", ["status"], registry=registry
         )
+        self.fail_open = Counter(
+            "tailor_decide_fail_open_total",
+            "Decide steps skipped because shared state (Redis) was unreachable; the decision was still served.",
+            ["step"],
+            registry=registry,
+        )
         self.rule_rewards = Counter(
             "tailor_rule_rewards_total",
             "Rewards derived from session events by catalog reward rules, by join status.",

@@ -34,6 +34,17 @@ class ModelStore(Protocol):
     def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None: ...
 
 
+class FollowedModelStore:
+    """Redis-mode replicas: models come from the shared learner's publications (`TailorServer._follow`),
+    never from local files, and a replica never snapshots (it does not learn)."""
+
+    def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None:
+        return None
+
+    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None:
+        raise RuntimeError("replicas do not snapshot models: the shared learner publishes them")
+
+
 class FileModelStore:
     """Snapshots as files: DATA_DIR/models/<decision_point>/<fingerprint>/<seq>.vw, written atomically."""
 
@@ -120,6 +131,16 @@ class ModelRegistry:
         return ServedModel(
             decision_point, spec, fingerprint, VWPolicy(spec, model_file=path), seq=seq, saved_at=path.stat().st_mtime
         )
+
+    def install(self, decision_point: str, policy: VWPolicy, seq: int, saved_at: float) -> bool:
+        """Serve a published model in place of the current one (same flags only); True if swapped."""
+        model = self._models.get(decision_point)
+        if model is None or policy.spec != model.spec:
+            policy.close()
+            return False
+        old, model.policy, model.seq, model.saved_at = model.policy, policy, seq, saved_at
+        old.close()
+        return True
 
     def snapshot(self, model: ServedModel) -> None:
         """Write a new snapshot of a model and bump its version."""

@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._decision_log import DecisionRecord, JoinStatus, Source
+from ._redis_keys import unavailable_on_error
 
 # Shared by the scripts: mark a decision learned and append it to the shard's learn stream.
 _HAND_OFF = """
@@ -167,6 +168,7 @@ class RedisDecisionLog:
         s = self.shard(event_id)
         return [s.record(event_id), s.reward_ids(event_id), s.due, s.stream]
 
+    @unavailable_on_error
     async def add(self, record: DecisionRecord) -> bool:
         s = self.shard(record.event_id)
         key = s.record(record.event_id)
@@ -194,6 +196,7 @@ class RedisDecisionLog:
             await pipe.execute()
         return True
 
+    @unavailable_on_error
     async def get(self, event_id: str) -> DecisionRecord | None:
         fields = await self.client.hgetall(self.shard(event_id).record(event_id))
         if not fields:
@@ -201,19 +204,23 @@ class RedisDecisionLog:
         f = {_text(k): _text(v) for k, v in fields.items()}
         return _record(f, await self.client.smembers(self.shard(event_id).reward_ids(event_id)))
 
+    @unavailable_on_error
     async def join(self, event_id: str, value: float, reward_id: str, at: float) -> JoinStatus:
         status = await self._join(keys=self._keys(event_id), args=[event_id, _fmt(value), reward_id, _fmt(at)])
         return JoinStatus(_text(status))
 
+    @unavailable_on_error
     async def activate(self, event_id: str, now: float) -> bool:
         return bool(await self._activate(keys=self._keys(event_id), args=[event_id, _fmt(now)]))
 
+    @unavailable_on_error
     async def close_windows(self, now: float, limit: int = 500) -> int:
         learned = 0
         for s in self.shards:
             learned += int(await self._close(keys=[s.due, s.stream], args=[_fmt(now), s.prefix, limit]))
         return learned
 
+    @unavailable_on_error
     async def discard(self, event_ids: Sequence[str]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for event_id in event_ids:
@@ -222,6 +229,7 @@ class RedisDecisionLog:
                 pipe.zrem(s.due, event_id)
             await pipe.execute()
 
+    @unavailable_on_error
     async def read_learnable(self, after: dict[str, str], count: int = 500) -> list[LearnEntry]:
         """Entries handed to the learner after the given stream ids (`0` for the beginning), oldest first."""
         streams = {s.stream: after.get(s.stream, "0") for s in self.shards}

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ._redis_keys import SessionKeys
+from ._redis_keys import SessionKeys, unavailable_on_error
 from ._sessions import (
     _DECAY,
     MAX_CART_ITEMS,
@@ -157,6 +157,7 @@ class RedisSessionStore:
     def keys(self, session_id: str) -> SessionKeys:
         return SessionKeys(self.prefix, session_id)
 
+    @unavailable_on_error
     async def apply(
         self, session_id: str, events: Sequence[TrackedEvent], now: float
     ) -> tuple[list[int], list[OpenDecision]]:
@@ -167,6 +168,7 @@ class RedisSessionStore:
         applied, entries = await self._fold(keys=self.keys(session_id).all(), args=args)
         return [int(i) for i in applied], [_open_decision(_text(x)) for x in entries]
 
+    @unavailable_on_error
     async def record_decision(self, session_id: str, decision: OpenDecision, action_id: str, logged: bool) -> None:
         field = f"{decision.decision_point}\t{action_id}"
         args: list[Any] = [
@@ -178,6 +180,7 @@ class RedisSessionStore:
         ]
         await self._record(keys=self.keys(session_id).all(), args=[*args, MAX_OPEN_DECISIONS, MAX_SHOWN])
 
+    @unavailable_on_error
     async def drop_decisions(self, session_id: str, decisions: Sequence[OpenDecision]) -> None:
         """Remove decisions that can earn nothing more from the session's open list."""
         key = self.keys(session_id).decisions
@@ -186,6 +189,7 @@ class RedisSessionStore:
                 pipe.lrem(key, 0, _decision_entry(d))
             await pipe.execute()
 
+    @unavailable_on_error
     async def load(self, session_id: str, now: float = 0.0) -> SessionState | None:
         """The session's state (`now` is unused: Redis expires idle sessions by key TTL)."""
         keys = self.keys(session_id)
@@ -200,6 +204,7 @@ class RedisSessionStore:
             return None
         return _state(session_id, main, cart, categories, decisions, shown)
 
+    @unavailable_on_error
     async def delete(self, session_id: str) -> SessionState | None:
         state = await self.load(session_id, 0.0)
         if state is not None:
