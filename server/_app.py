@@ -62,7 +62,11 @@ class TailorServer:
         self.decisions: DecisionLog
         if config.redis_url:
             # Redis mode: state is shared by every replica; `tailor learn` learns and publishes models.
-            self.redis = aioredis.Redis.from_url(config.redis_url)
+            self.redis = aioredis.Redis.from_url(
+                config.redis_url,
+                socket_timeout=config.redis_timeout_seconds,
+                socket_connect_timeout=config.redis_timeout_seconds,
+            )
             self.models = ModelRegistry(FollowedModelStore())
             self.model_store: RedisModelStore | None = RedisModelStore(self.redis, config.redis_prefix)
             self.decisions = RedisDecisionLog(self.redis, config.redis_prefix, config.redis_shards)

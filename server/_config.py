@@ -42,6 +42,7 @@ class ServeConfig(BaseSettings):
     redis_prefix: str = Field("tailor", description="key prefix in Redis")
     redis_shards: int = Field(16, ge=1, le=1024, description="decision-log shards (hash tags); same on every process")
     model_poll_seconds: float = Field(0.5, gt=0, description="Redis mode: how often replicas look for new models")
+    redis_timeout_seconds: float = Field(0.5, gt=0, description="a Redis call slower than this counts as a failure")
     snapshot_interval_seconds: float = Field(30.0, gt=0, description="how often changed models are snapshotted")
     snapshots_kept: int = Field(3, ge=1, description="snapshots kept per model")
     session_ttl_seconds: float = Field(1800.0, gt=0, description="a session idle this long is forgotten")

@@ -118,3 +118,63 @@ class ServeProcess:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class LearnProcess:
+    """`python -m server learn` (Redis mode's shared learner), ready once its /metrics answers."""
+
+    def __init__(self, catalogs: Path, redis_url: str, prefix: str, log: Path, extra_args: Sequence[str] = ()) -> None:
+        self.metrics_port = free_port()
+        self.log_path = log
+        self.args = [
+            sys.executable, "-m", "server", "learn", "--catalogs", str(catalogs), "--redis-url", redis_url,
+            "--redis-prefix", prefix, "--metrics-port", str(self.metrics_port), *extra_args,
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tailor learn exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                self.metrics()
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"tailor learn not ready within {timeout:.0f}s")
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    def sample(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples matching `labels` (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(self.metrics()):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -9
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
