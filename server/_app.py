@@ -27,6 +27,7 @@ from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 from ._catalog import CatalogError, load_catalog_dir
 from ._config import ServeConfig
+from ._decide_state import DecideState, EmbeddedDecideState, RedisDecideState
 from ._decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog
 from ._decisions import DecisionService
 from ._joiner import RewardJoiner
@@ -69,8 +70,10 @@ class TailorServer:
             )
             self.models = ModelRegistry(FollowedModelStore())
             self.model_store: RedisModelStore | None = RedisModelStore(self.redis, config.redis_prefix)
-            self.decisions = RedisDecisionLog(self.redis, config.redis_prefix, config.redis_shards)
-            self.session_store = RedisSessionStore(self.redis, config.redis_prefix, config.session_ttl_seconds)
+            redis_sessions = RedisSessionStore(self.redis, config.redis_prefix, config.session_ttl_seconds)
+            redis_log = RedisDecisionLog(self.redis, config.redis_prefix, config.redis_shards)
+            self.decisions, self.session_store = redis_log, redis_sessions
+            state: DecideState = RedisDecideState(self.redis, redis_sessions, redis_log, self.metrics)
         else:
             config.data_dir.mkdir(parents=True, exist_ok=True)
             self.models = ModelRegistry(FileModelStore(config.data_dir / "models", keep=config.snapshots_kept))
@@ -81,6 +84,7 @@ class TailorServer:
             )
             memory_sessions = InMemorySessionStore(config.max_sessions, config.session_ttl_seconds)
             self.decisions, self.session_store = memory_log, memory_sessions
+            state = EmbeddedDecideState(memory_sessions, memory_log)
             self.metrics.decision_log_size.set_function(lambda: len(memory_log))
             self.metrics.join_backlog.set_function(memory_log.pending)
             self.metrics.learn_queue.set_function(lambda: len(learner))
@@ -93,6 +97,7 @@ class TailorServer:
             catalogs,
             self.models,
             self.decisions,
+            state,
             self.joiner,
             self.sessions,
             self.metrics,

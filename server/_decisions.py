@@ -17,8 +17,10 @@ from policies import action_line, encode_features, sample_index, shared_line
 
 from ._catalog import Catalog
 from ._config import Limits
+from ._decide_state import DecideState
 from ._decision_log import Decision, DecisionLog, DecisionRecord
 from ._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable, invalid
+from ._intent import intent_features
 from ._joiner import RewardJoiner
 from ._metrics import Metrics
 from ._models import ModelRegistry
@@ -54,6 +56,7 @@ class DecisionService:
         catalogs: Mapping[str, Catalog],
         models: ModelRegistry,
         decisions: DecisionLog,
+        state: DecideState,
         joiner: RewardJoiner,
         sessions: SessionContext,
         metrics: Metrics,
@@ -62,6 +65,7 @@ class DecisionService:
     ) -> None:
         self.models = models
         self.decisions = decisions
+        self.state = state
         self.joiner = joiner
         self.sessions = sessions
         self.metrics = metrics
@@ -85,19 +89,16 @@ class DecisionService:
         catalog = self.catalogs.get(q.decision_point)
         if catalog is None:
             raise NotFound(f"unknown decision point {q.decision_point!r}; known: {sorted(self.catalogs)}")
-        if q.event_id:
-            known = await self._fail_open("decision_read", self.decisions.get(q.event_id), None)
-            if known is not None:
-                return self._replay(known, q)
-            event_id = q.event_id
-        else:
-            event_id = uuid.uuid4().hex
         ids, lines = self._candidates(catalog, q)
+        now = time.time()
+        known, session = await self._fail_open("read", self.state.read(q.session_id, q.event_id, now), (None, None))
+        if known is not None:
+            return self._replay(known, q)
+        event_id = q.event_id or uuid.uuid4().hex
         model = self.models.get(q.decision_point)
         if model is None:  # models.sync serves one for every catalog
             raise RuntimeError(f"no model for decision point {q.decision_point}")
-        now = time.time()
-        session_text = await self._fail_open("session_read", self.sessions.feature_text(q.session_id, now), "")
+        session_text = encode_features(intent_features(session, now)) if session is not None else ""
         shared = shared_line(encode_features(q.context), session_text)
         pmf = model.policy.predict(shared, lines)
         chosen = sample_index(pmf, event_id)
@@ -127,14 +128,8 @@ class DecisionService:
             grace_seconds=self.grace_seconds,
             activated_at=None if q.defer_activation else now,
         )
-        logged = await self._fail_open("decision_write", self.decisions.add(record), False)
-        if not logged:
+        if not await self._fail_open("write", self.state.write(record, action_id), False):
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
-        await self._fail_open(
-            "session_write",
-            self.sessions.record_decision(q.session_id, q.decision_point, action_id, event_id, now, logged),
-            None,
-        )
         served, latency = self._per_point[q.decision_point]
         served.inc()
         latency.observe(time.perf_counter() - started)

@@ -47,6 +47,12 @@ class Metrics:
             ["step"],
             registry=registry,
         )
+        self.redis_round_trips = Counter(
+            "tailor_redis_round_trips_total",
+            "Round trips to Redis on the Decide path (one pipelined read, one pipelined write per decision).",
+            ["op"],
+            registry=registry,
+        )
         self.rule_rewards = Counter(
             "tailor_rule_rewards_total",
             "Rewards derived from session events by catalog reward rules, by join status.",

@@ -37,6 +37,14 @@ local function rewards_of(text)
 end
 """
 
+_ADD = """
+local rec, due = KEYS[1], KEYS[2]
+redis.call('HSET', rec, unpack(ARGV, 4))
+redis.call('PEXPIREAT', rec, ARGV[1])
+if ARGV[2] ~= '' then redis.call('ZADD', due, ARGV[2], ARGV[3]) end
+return 1
+"""
+
 _JOIN = (
     _HAND_OFF
     + """
@@ -157,6 +165,7 @@ class RedisDecisionLog:
         self.client = client
         self.prefix = prefix
         self.shards = [ShardKeys(prefix, i) for i in range(shards)]
+        self._add = client.register_script(_ADD)
         self._join = client.register_script(_JOIN)
         self._activate = client.register_script(_ACTIVATE)
         self._close = client.register_script(_CLOSE)
@@ -168,13 +177,11 @@ class RedisDecisionLog:
         s = self.shard(event_id)
         return [s.record(event_id), s.reward_ids(event_id), s.due, s.stream]
 
-    @unavailable_on_error
-    async def add(self, record: DecisionRecord) -> bool:
+    async def queue_add(self, pipe: Any, record: DecisionRecord) -> None:
+        """Queue the decision's atomic write (hash, expiry, window deadline) on a pipeline."""
         s = self.shard(record.event_id)
-        key = s.record(record.event_id)
-        doc = record.to_json()
         fields: dict[str, str] = {
-            "doc": json.dumps(doc, separators=(",", ":")),
+            "doc": json.dumps(record.to_json(), separators=(",", ":")),
             "learned": "1" if record.learned else "0",
             "low": _fmt(record.reward_range[0]),
             "high": _fmt(record.reward_range[1]),
@@ -188,21 +195,37 @@ class RedisDecisionLog:
         if end is not None:
             fields["window_end"] = _fmt(end)
             fields["activated_at"] = _fmt(record.activated_at or 0.0)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-            pipe.pexpireat(key, int(record.expires_at * 1000) + 1)
-            if end is not None and not record.learned:
-                pipe.zadd(s.due, {record.event_id: end})
+        due = _fmt(end) if end is not None and not record.learned else ""
+        args: list[Any] = [int(record.expires_at * 1000) + 1, due, record.event_id]
+        for name, value in fields.items():
+            args += [name, value]
+        await self._add(keys=[s.record(record.event_id), s.due], args=args, client=pipe)
+
+    def queue_get(self, pipe: Any, event_id: str) -> None:
+        """Queue the reads of a decision (two replies, for `parse_get`)."""
+        s = self.shard(event_id)
+        pipe.hgetall(s.record(event_id))
+        pipe.smembers(s.reward_ids(event_id))
+
+    @staticmethod
+    def parse_get(fields: dict[Any, Any], reward_ids: Any) -> DecisionRecord | None:
+        if not fields:
+            return None
+        return _record({_text(k): _text(v) for k, v in fields.items()}, reward_ids)
+
+    @unavailable_on_error
+    async def add(self, record: DecisionRecord) -> bool:
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self.queue_add(pipe, record)
             await pipe.execute()
         return True
 
     @unavailable_on_error
     async def get(self, event_id: str) -> DecisionRecord | None:
-        fields = await self.client.hgetall(self.shard(event_id).record(event_id))
-        if not fields:
-            return None
-        f = {_text(k): _text(v) for k, v in fields.items()}
-        return _record(f, await self.client.smembers(self.shard(event_id).reward_ids(event_id)))
+        async with self.client.pipeline(transaction=False) as pipe:
+            self.queue_get(pipe, event_id)
+            fields, reward_ids = await pipe.execute()
+        return self.parse_get(fields, reward_ids)
 
     @unavailable_on_error
     async def join(self, event_id: str, value: float, reward_id: str, at: float) -> JoinStatus:

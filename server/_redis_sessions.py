@@ -168,17 +168,19 @@ class RedisSessionStore:
         applied, entries = await self._fold(keys=self.keys(session_id).all(), args=args)
         return [int(i) for i in applied], [_open_decision(_text(x)) for x in entries]
 
+    async def queue_record_decision(
+        self, pipe: Any, session_id: str, decision: OpenDecision, action_id: str, logged: bool
+    ) -> None:
+        field = f"{decision.decision_point}\t{action_id}"
+        args: list[Any] = [repr(decision.decided_at), self.ttl, _decision_entry(decision), field]
+        args += ["1" if logged else "0", MAX_OPEN_DECISIONS, MAX_SHOWN]
+        await self._record(keys=self.keys(session_id).all(), args=args, client=pipe)
+
     @unavailable_on_error
     async def record_decision(self, session_id: str, decision: OpenDecision, action_id: str, logged: bool) -> None:
-        field = f"{decision.decision_point}\t{action_id}"
-        args: list[Any] = [
-            repr(decision.decided_at),
-            self.ttl,
-            _decision_entry(decision),
-            field,
-            "1" if logged else "0",
-        ]
-        await self._record(keys=self.keys(session_id).all(), args=[*args, MAX_OPEN_DECISIONS, MAX_SHOWN])
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self.queue_record_decision(pipe, session_id, decision, action_id, logged)
+            await pipe.execute()
 
     @unavailable_on_error
     async def drop_decisions(self, session_id: str, decisions: Sequence[OpenDecision]) -> None:
@@ -189,20 +191,27 @@ class RedisSessionStore:
                 pipe.lrem(key, 0, _decision_entry(d))
             await pipe.execute()
 
+    def queue_load(self, pipe: Any, session_id: str) -> None:
+        """Queue the reads of a session (five replies, for `parse_load`)."""
+        keys = self.keys(session_id)
+        pipe.hgetall(keys.main)
+        pipe.hgetall(keys.cart)
+        pipe.hgetall(keys.categories)
+        pipe.lrange(keys.decisions, 0, -1)
+        pipe.hgetall(keys.shown)
+
+    @staticmethod
+    def parse_load(session_id: str, replies: Sequence[Any]) -> SessionState | None:
+        main, cart, categories, decisions, shown = replies
+        return _state(session_id, main, cart, categories, decisions, shown) if main else None
+
     @unavailable_on_error
     async def load(self, session_id: str, now: float = 0.0) -> SessionState | None:
         """The session's state (`now` is unused: Redis expires idle sessions by key TTL)."""
-        keys = self.keys(session_id)
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.main)
-            pipe.hgetall(keys.cart)
-            pipe.hgetall(keys.categories)
-            pipe.lrange(keys.decisions, 0, -1)
-            pipe.hgetall(keys.shown)
-            main, cart, categories, decisions, shown = await pipe.execute()
-        if not main:
-            return None
-        return _state(session_id, main, cart, categories, decisions, shown)
+            self.queue_load(pipe, session_id)
+            replies = await pipe.execute()
+        return self.parse_load(session_id, replies)
 
     @unavailable_on_error
     async def delete(self, session_id: str) -> SessionState | None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from policies import encode_features
-
 from ._catalog import Catalog
 from ._decision_log import DecisionLog
 from ._intent import Feature, intent_features
@@ -74,17 +72,6 @@ class SessionContext:
     async def features(self, session_id: str, now: float) -> list[Feature] | None:
         state = await self.store.load(session_id, now)
         return None if state is None else intent_features(state, now)
-
-    async def feature_text(self, session_id: str, now: float) -> str:
-        """The session's intent features as VW text (empty for an unknown session)."""
-        state = await self.store.load(session_id, now)
-        return "" if state is None else encode_features(intent_features(state, now))
-
-    async def record_decision(
-        self, session_id: str, decision_point: str, action_id: str, event_id: str, now: float, logged: bool
-    ) -> None:
-        """Remember what this session was shown, and (when logged) the decision for rule-derived rewards."""
-        await self.store.record_decision(session_id, OpenDecision(event_id, decision_point, now), action_id, logged)
 
     async def delete(self, session_id: str) -> bool:
         """Erase a session's context and forget its retained decisions (they will never be learned)."""
