@@ -13,7 +13,7 @@ both stores and compare the intent features.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -157,16 +157,32 @@ class RedisSessionStore:
     def keys(self, session_id: str) -> SessionKeys:
         return SessionKeys(self.prefix, session_id)
 
+    async def _queue_fold(self, pipe: Any, session_id: str, events: Sequence[TrackedEvent], now: float) -> None:
+        args: list[Any] = [repr(now), self.ttl, repr(_DECAY), MAX_CART_ITEMS, MAX_CATEGORIES, MAX_SEEN_EVENT_IDS]
+        for e in events:
+            args += [e.kind, repr(e.timestamp), e.product_id, e.category, repr(e.price), repr(e.discount), e.id]
+        await self._fold(keys=self.keys(session_id).all(), args=args, client=pipe)
+
     @unavailable_on_error
     async def apply(
         self, session_id: str, events: Sequence[TrackedEvent], now: float
     ) -> tuple[list[int], list[OpenDecision]]:
         """Fold one session's events; returns the indexes of those applied (not duplicates) and its open decisions."""
-        args: list[Any] = [repr(now), self.ttl, repr(_DECAY), MAX_CART_ITEMS, MAX_CATEGORIES, MAX_SEEN_EVENT_IDS]
-        for e in events:
-            args += [e.kind, repr(e.timestamp), e.product_id, e.category, repr(e.price), repr(e.discount), e.id]
-        applied, entries = await self._fold(keys=self.keys(session_id).all(), args=args)
-        return [int(i) for i in applied], [_open_decision(_text(x)) for x in entries]
+        return (await self.apply_batch({session_id: events}, now))[session_id]
+
+    @unavailable_on_error
+    async def apply_batch(
+        self, events: Mapping[str, Sequence[TrackedEvent]], now: float
+    ) -> dict[str, tuple[list[int], list[OpenDecision]]]:
+        """Fold several sessions' events in one pipelined round trip (one script per session)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for session_id, batch in events.items():
+                await self._queue_fold(pipe, session_id, batch, now)
+            replies = await pipe.execute()
+        return {
+            session_id: ([int(i) for i in applied], [_open_decision(_text(x)) for x in entries])
+            for session_id, (applied, entries) in zip(events, replies, strict=True)
+        }
 
     async def queue_record_decision(
         self, pipe: Any, session_id: str, decision: OpenDecision, action_id: str, logged: bool

@@ -34,8 +34,9 @@ class SessionContext:
         for event in events:
             by_session.setdefault(event.session_id, []).append(event)
         applied_total = 0
+        folded = await self.store.apply_batch(by_session, now)
         for session_id, session_events in by_session.items():
-            applied, open_decisions = await self.store.apply(session_id, session_events, now)
+            applied, open_decisions = folded[session_id]
             applied_total += len(applied)
             self._accepted.inc(len(applied))
             self._duplicate.inc(len(session_events) - len(applied))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -152,6 +152,12 @@ class SessionStore(Protocol):
         session's open decisions."""
         ...
 
+    async def apply_batch(
+        self, events: Mapping[str, Sequence[TrackedEvent]], now: float
+    ) -> dict[str, tuple[list[int], list[OpenDecision]]]:
+        """`apply` for several sessions at once (one round trip on Redis)."""
+        ...
+
     async def record_decision(self, session_id: str, decision: OpenDecision, action_id: str, logged: bool) -> None:
         """Remember what the session was shown and, if `logged`, keep the decision open for rule rewards."""
         ...
@@ -188,6 +194,11 @@ class InMemorySessionStore:
         state = self._touch(session_id, now)
         applied = [i for i, event in enumerate(events) if state.apply(event)]
         return applied, list(state.decisions)
+
+    async def apply_batch(
+        self, events: Mapping[str, Sequence[TrackedEvent]], now: float
+    ) -> dict[str, tuple[list[int], list[OpenDecision]]]:
+        return {session_id: await self.apply(session_id, batch, now) for session_id, batch in events.items()}
 
     async def record_decision(self, session_id: str, decision: OpenDecision, action_id: str, logged: bool) -> None:
         self._touch(session_id, decision.decided_at).record_decision(decision, action_id, open_for_rewards=logged)

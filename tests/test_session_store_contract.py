@@ -114,6 +114,18 @@ async def test_folds_events_like_the_reference(backend: Backend, seed: int) -> N
     same_features(expected, state, now + 3)
 
 
+async def test_a_batch_of_sessions_folds_like_one_at_a_time(backend: Backend) -> None:
+    now = time.time()
+    batches = {f"b{i}": random_events(f"b{i}", 15, 10 + i, now) for i in range(5)}
+    folded = await backend.store.apply_batch(batches, now)
+    for session, events in batches.items():
+        expected = reference(session, events, now)
+        assert len(folded[session][0]) == expected.events
+        state = await backend.store.load(session, now)
+        assert state is not None
+        same_features(expected, state, now + 1)
+
+
 async def test_duplicate_event_ids_apply_once(backend: Backend) -> None:
     now = time.time()
     e = TrackedEvent("s1", "click", now, id="e-1")
