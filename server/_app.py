@@ -210,7 +210,9 @@ class TailorServer:
         published = await self.model_store.published()
         for model in self.models:
             found = published.get(model.decision_point)
-            if found is None or found.fingerprint != model.fingerprint or found.seq <= model.seq:
+            # Follow whatever is published, even an older sequence (a learner that had to start over after
+            # Redis lost its data): the published model is the one every replica must agree on.
+            if found is None or found.fingerprint != model.fingerprint or found.seq == model.seq:
                 continue
             blob = await self.model_store.blob(found)
             if blob is not None and self.models.install(
