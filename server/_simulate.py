@@ -170,9 +170,8 @@ def _embedded_run(args: argparse.Namespace, run_id: str) -> tuple[Play, ServerEv
 
 def _integrity_checks(play: Play, evidence: ServerEvidence | None, shoppers: int) -> list[Check]:
     """The loop itself: no event refused, and (embedded) every decision learned, rewarded ones by the rules."""
-    checks = [
-        Check("behaviour events accepted (share)", 1.0 - play.events_rejected / max(1, play.events_accepted), 1.0)
-    ]
+    sent = play.events_accepted + play.events_rejected
+    checks = [Check("behaviour events accepted (share)", play.events_accepted / max(1, sent), 1.0)]
     if evidence is not None:
         rewarded = play.outcomes["purchase"] + play.outcomes["cart"]
         checks += [

@@ -302,40 +302,54 @@ def _dirichlet(rng: random.Random, mean: Mapping[BrowseKind, float], concentrati
     return {k: v / total for k, v in draws.items()}
 
 
-def _browse(rng: random.Random, intent: Intent, device: str, index: int) -> tuple[BrowseEvent, ...]:
-    """The shopper's behaviour before the decision, oldest first.
+@dataclass(frozen=True, slots=True)
+class _Traits:
+    """One shopper's own version of their intent's behaviour: how much, how fast, what, at what price."""
 
-    Shopper-level noise on every trait (how many events, pace, event mix, price level, focus) keeps
-    the intents overlapping: behaviour tells a learner a lot about intent, never everything.
-    """
-    count = 2 + _poisson(rng, intent.events * math.exp(rng.gauss(0.0, 0.35)))
-    pace = intent.gap_seconds * math.exp(rng.gauss(0.0, 0.45)) * (0.8 if device == "mobile" else 1.0)
-    mix = _dirichlet(rng, intent.mix, concentration=12.0)
-    price_level = intent.price * math.exp(rng.gauss(0.0, 0.35))
-    focus = min(1.0, max(0.0, intent.focus + rng.gauss(0.0, 0.12)))
-    main = rng.choice(CATEGORIES)
-    kinds = list(mix)
-    weights = list(mix.values())
-    idle = rng.expovariate(1 / 4.0)
-    gaps = [pace * math.exp(rng.gauss(0.0, 0.6)) for _ in range(count - 1)]
-    offset = idle + sum(gaps)
+    count: int
+    pace: float  # median seconds between events
+    mix: dict[BrowseKind, float]
+    price: float
+    focus: float
+    main_category: str
+
+
+def _traits(rng: random.Random, intent: Intent, device: str) -> _Traits:
+    """Shopper-level noise on every trait keeps the intents overlapping: behaviour tells a learner a
+    lot about intent, never everything. Mobile shoppers tap faster."""
+    return _Traits(
+        count=2 + _poisson(rng, intent.events * math.exp(rng.gauss(0.0, 0.35))),
+        pace=intent.gap_seconds * math.exp(rng.gauss(0.0, 0.45)) * (0.8 if device == "mobile" else 1.0),
+        mix=_dirichlet(rng, intent.mix, concentration=12.0),
+        price=intent.price * math.exp(rng.gauss(0.0, 0.35)),
+        focus=min(1.0, max(0.0, intent.focus + rng.gauss(0.0, 0.12))),
+        main_category=rng.choice(CATEGORIES),
+    )
+
+
+def _browse(rng: random.Random, intent: Intent, device: str, index: int) -> tuple[BrowseEvent, ...]:
+    """The shopper's behaviour before the decision, oldest first, ending a few seconds before it."""
+    traits = _traits(rng, intent, device)
+    gaps = [traits.pace * math.exp(rng.gauss(0.0, 0.6)) for _ in range(traits.count - 1)]
+    offset = rng.expovariate(1 / 4.0) + sum(gaps)  # the last event a few seconds before the decision
+    kinds, weights = list(traits.mix), list(traits.mix.values())
     cart: list[str] = []
     out: list[BrowseEvent] = []
-    for n in range(count):
+    for n in range(traits.count):
         kind: BrowseKind = rng.choices(kinds, weights=weights)[0]
         if kind == "remove_from_cart" and not cart:
-            kind = "product_view"
-        category = main if rng.random() < focus else rng.choice(CATEGORIES)
+            kind = "product_view"  # nothing to remove yet: they look at one more product instead
+        category = traits.main_category if rng.random() < traits.focus else rng.choice(CATEGORIES)
         if kind in _PRICED:
             product_id = cart.pop() if kind == "remove_from_cart" else f"sku-{index}-{n}"
             if kind == "add_to_cart":
                 cart.append(product_id)
             discount = round(rng.uniform(0.15, 0.5), 2) if rng.random() < intent.on_sale else 0.0
-            price = round(price_level * math.exp(rng.gauss(0.0, 0.4)), 2)
+            price = round(traits.price * math.exp(rng.gauss(0.0, 0.4)), 2)
             out.append(BrowseEvent(kind, offset, category, product_id, price, discount))
         else:
             out.append(BrowseEvent(kind, offset, category))
-        if n < count - 1:
+        if n < traits.count - 1:
             offset -= gaps[n]
     return tuple(out)
 
