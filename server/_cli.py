@@ -41,9 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_flags(sub.add_parser("serve", help="run the decision service"))
     _serve_flags(sub.add_parser("learn", help="run the shared learner (Redis mode)"), learner=True)
-    from . import _simulate
+    from . import _cluster, _simulate
 
     _simulate.add_arguments(sub.add_parser("simulate", help="drive synthetic shoppers against a server"))
+    _cluster.add_arguments(sub.add_parser("cluster", help="run a local Redis-mode cluster under simulated load"))
     catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="catalog_command", required=True)
     validate = catalog.add_parser("validate", help="validate a catalog directory; exit 1 on any error")
     validate.add_argument("directory", type=Path)
@@ -126,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import _simulate
 
         return _simulate.run(args)
+    if args.command == "cluster":
+        from . import _cluster
+
+        return _cluster.run(args)
     try:
         if args.command == "learn":
             return asyncio.run(_learn(_learn_config(args)))

@@ -81,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", type=int, default=_DEFAULTS[name], help=f"{text} (default {_DEFAULTS[name]})")
     parser.add_argument(
         "--target",
-        metavar="HOST:PORT",
-        help="drive this running server instead of starting an embedded one; its catalog must have the decision "
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="drive these running servers (shoppers round-robin; each outcome goes to the next replica) instead "
+        "of starting an embedded one; their catalog must have the decision "
         f"point named by --decision-point with exactly the actions {', '.join(ACTIONS)} and reward rules that "
         "reward add_to_cart and purchase within a short window (the embedded catalog: add_to_cart 0.3, "
         f"purchase 1.0, aggregation max, a {REWARD_WINDOW_SECONDS:g} s window)",
@@ -122,7 +123,7 @@ class Play:
     seconds: float = 0.0
 
 
-async def _play(args: argparse.Namespace, target: str, run_id: str) -> Play:
+async def _play(args: argparse.Namespace, targets: list[str], run_id: str) -> Play:
     """Drive every shopper through the service, printing a table row per block as it completes."""
     rules = segment_rules()
     single = best_single_action()
@@ -133,7 +134,7 @@ async def _play(args: argparse.Namespace, target: str, run_id: str) -> Play:
     print(table_header(), flush=True)
     started = time.perf_counter()
 
-    async for shopper, served in drive(target, args.decision_point, shoppers, run_id, args.concurrency):
+    async for shopper, served in drive(targets, args.decision_point, shoppers, run_id, args.concurrency):
         for tally in (block, play.overall) + ((play.after_warmup,) if served.index >= args.warmup else ()):
             tally.add(shopper, served, rules, single)
         if served.index >= args.warmup:
@@ -161,7 +162,7 @@ class ServerEvidence:
 def _embedded_run(args: argparse.Namespace, run_id: str) -> tuple[Play, ServerEvidence]:
     with EmbeddedServer(args.decision_point) as server:
         print(f"embedded tailor serve on {server.target} (catalog: {args.decision_point})", flush=True)
-        play = asyncio.run(_play(args, server.target, run_id))
+        play = asyncio.run(_play(args, [server.target], run_id))
         # Every decision is learned when its window closes: wait for the last ones before stopping.
         learned = server.wait_learned(args.shoppers, timeout=REWARD_WINDOW_SECONDS + 10)
         exit_code = server.stop()
@@ -276,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.target:
             print(f"driving {args.target} (decision point {args.decision_point})", flush=True)
-            play, evidence = asyncio.run(_play(args, args.target, run_id)), None
+            targets = [t.strip() for t in args.target.split(",") if t.strip()]
+            play, evidence = asyncio.run(_play(args, targets, run_id)), None
         else:
             play, evidence = _embedded_run(args, run_id)
     except (grpc.RpcError, RuntimeError, OSError) as err:

@@ -15,7 +15,7 @@ import asyncio
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -193,8 +193,11 @@ class ShopperStub:
         return response
 
 
-async def serve_shopper(stub: ShopperStub, decision_point: str, run_id: str, shopper: Shopper) -> Served:
-    """One shopper through the service: behaviour, decision, outcome."""
+async def serve_shopper(
+    stub: ShopperStub, decision_point: str, run_id: str, shopper: Shopper, later: ShopperStub | None = None
+) -> Served:
+    """One shopper through the service: behaviour, decision, outcome (sent through `later` when given:
+    against several replicas, the outcome arrives at another replica than the decision was made on)."""
     session_id = f"sim-{run_id}-{shopper.index}"
     now = time.time()
     tracked = await stub.track([_event(session_id, e, now) for e in shopper.events])
@@ -207,14 +210,14 @@ async def serve_shopper(stub: ShopperStub, decision_point: str, run_id: str, sho
     outcome = shopper.outcome(decision.action_id)
     accepted, rejected = tracked.accepted, tracked.rejected
     if outcome != "none":
-        after = await stub.track(_outcome_events(session_id, shopper, outcome))
+        after = await (later or stub).track(_outcome_events(session_id, shopper, outcome))
         accepted += after.accepted
         rejected += after.rejected
     return Served(shopper.index, decision.action_id, decision.probability, outcome, accepted, rejected)
 
 
 async def drive(
-    target: str, decision_point: str, shoppers: Iterable[Shopper], run_id: str, concurrency: int
+    targets: Sequence[str], decision_point: str, shoppers: Iterable[Shopper], run_id: str, concurrency: int
 ) -> AsyncIterator[tuple[Shopper, Served]]:
     """Serve every shopper, `concurrency` at a time; yields (shopper, result) in shopper order.
 
@@ -222,12 +225,15 @@ async def drive(
     `concurrency` shoppers are ever in flight, started in index order, so the order the service sees
     stays close to shopper order and memory stays flat however long the run.
     """
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = ShopperStub(channel)
+    channels = [grpc.aio.insecure_channel(t) for t in targets]
+    stubs = [ShopperStub(c) for c in channels]
+    try:
         in_flight: deque[tuple[Shopper, asyncio.Task[Served]]] = deque()
         try:
             for shopper in shoppers:
-                task = asyncio.create_task(serve_shopper(stub, decision_point, run_id, shopper))
+                first = shopper.index % len(stubs)  # shoppers spread round-robin over the targets
+                later = stubs[(first + 1) % len(stubs)]
+                task = asyncio.create_task(serve_shopper(stubs[first], decision_point, run_id, shopper, later))
                 in_flight.append((shopper, task))
                 if len(in_flight) >= concurrency:
                     done, oldest = in_flight.popleft()
@@ -238,3 +244,6 @@ async def drive(
         finally:
             for _, task in in_flight:
                 task.cancel()
+    finally:
+        for channel in channels:
+            await channel.close(None)
