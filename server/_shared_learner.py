@@ -30,6 +30,8 @@ from ._redis_models import RedisModelStore, Snapshot, policy_bytes, policy_from_
 
 log = logging.getLogger("tailor.learn")
 
+_CLOSE_EVERY_SECONDS = 0.1
+
 
 @dataclass(slots=True)
 class _Model:
@@ -80,7 +82,7 @@ class SharedLearner:
     async def _lead(self, stop: asyncio.Event) -> None:
         await self._load_published()
         renew_every = self.config.lease_seconds / 3
-        last_renew = last_publish = time.monotonic()
+        last_renew = last_publish = last_close = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
             if now - last_renew >= renew_every:
@@ -88,7 +90,9 @@ class SharedLearner:
                     log.warning("lost the lease; standing by")
                     return
                 last_renew = now
-            await self.decisions.close_windows(time.time())
+            if now - last_close >= _CLOSE_EVERY_SECONDS:  # windows close on time to within 0.1 s
+                await self.decisions.close_windows(time.time())
+                last_close = now
             entries = await self.decisions.read_learnable(self.offsets, self.config.batch)
             for entry in entries:
                 self._learn(entry)
