@@ -161,6 +161,18 @@ def test_a_killed_learner_loses_nothing_and_learns_nothing_twice(cluster: Cluste
     assert eventually(all_published, timeout=15)  # every hand-off is covered by the published models
 
 
+def test_a_killed_replica_loses_nothing(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    learner = cluster.learner()
+    decisions = [a.client.decide(f"s{i}", "home_layout", defer_activation=i == 0) for i in range(10)]
+    a.kill()  # kill -9: whatever it acknowledged is in Redis
+    assert b.client.decide("s1", "home_layout", event_id=decisions[1].event_id) == decisions[1]  # replayed
+    b.client.activate(decisions[0].event_id)
+    results = b.client.report_rewards([(d.event_id, 1.0, "r") for d in decisions])
+    assert [r.status for r in results] == [pb.REWARD_STATUS_ACCEPTED] * 10
+    assert eventually(lambda: learner.sample("tailor_learned_examples_total") == 10)
+
+
 def test_a_standby_learner_takes_over(cluster: Cluster) -> None:
     a = cluster.replica()
     one, two = cluster.learner(), cluster.learner()

@@ -1,0 +1,1 @@
+"""Scale-out: the Redis-mode cluster against the embedded default, same shoppers, same seed."""
