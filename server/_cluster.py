@@ -23,9 +23,8 @@ from typing import Any
 
 import redis
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from ._launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds
+from ._launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds, metric_sum
 from ._simulator_driver import DEFAULT_DECISION_POINT, REWARD_WINDOW_SECONDS, catalog_document
 
 
@@ -40,15 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="kill -9 the learner this long into the simulation and start a new one (default: never)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, help="where the simulator's results and cluster.json go (default: temp)")
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def _streams(url: str, prefix: str) -> tuple[int, int]:
@@ -165,16 +155,16 @@ def _verify(url: str, prefix: str, replicas: list[ServeProcess], learner: LearnP
     """Wait for every window to close and the learner to publish, then check exactly-once and versions."""
     deadline = time.monotonic() + REWARD_WINDOW_SECONDS + 30
     texts = [r.metrics() for r in replicas]
-    decisions = sum(_sample(t, "tailor_decisions_total") for t in texts)
-    unlearnable = sum(_sample(t, "tailor_decisions_unlearnable_total") for t in texts)
+    decisions = sum(metric_sum(t, "tailor_decisions_total") for t in texts)
+    unlearnable = sum(metric_sum(t, "tailor_decisions_unlearnable_total") for t in texts)
     added, uncovered = _streams(url, prefix)
     while (added < decisions - unlearnable or uncovered) and time.monotonic() < deadline:
         time.sleep(0.5)
         added, uncovered = _streams(url, prefix)
     time.sleep(2.0)  # replicas poll for published models every 0.5 s
     texts = [r.metrics() for r in replicas]
-    versions = [_sample(t, "tailor_model_version", decision_point=DEFAULT_DECISION_POINT) for t in texts]
-    round_trips = sum(_sample(t, "tailor_redis_round_trips_total") for t in texts)
+    versions = [metric_sum(t, "tailor_model_version", decision_point=DEFAULT_DECISION_POINT) for t in texts]
+    round_trips = sum(metric_sum(t, "tailor_redis_round_trips_total") for t in texts)
     once = added == decisions - unlearnable
     lines = [
         f"decisions served {decisions:.0f}, logged {decisions - unlearnable:.0f}; handed to the learner {added} "

@@ -23,6 +23,7 @@ from typing import Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def cpu_seconds(pid: int) -> float:
@@ -30,6 +31,16 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` matching `labels` in Prometheus exposition text (0 when absent)."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def free_port() -> int:
@@ -164,14 +175,7 @@ class LearnProcess:
 
     def sample(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples matching `labels` (0 when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        total = 0.0
-        for family in text_string_to_metric_families(self.metrics()):
-            for s in family.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-        return total
+        return metric_sum(self.metrics(), name, **labels)
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc is None:

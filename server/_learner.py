@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from policies import reward_to_cost
+from policies import VWPolicy, reward_to_cost
 
 from ._decision_log import DecisionRecord, Source
 from ._metrics import Metrics
@@ -75,18 +75,28 @@ class Learner:
         return done
 
     def _learn(self, item: LearnItem) -> None:
-        record = item.record
-        model = self.models.get(record.decision_point)
-        if model is None:  # the decision point was removed from the catalogs since
-            log.warning("dropping a learned example for removed decision point %s", record.decision_point)
-            return
-        cost = reward_to_cost(item.reward, *record.reward_range)
-        try:
-            model.policy.learn(record.shared, record.actions, record.chosen, cost, record.probability)
-        except Exception:
-            self.metrics.learn_errors.labels(record.decision_point).inc()
-            log.exception("VW refused example for event %s", record.event_id)
-            return
-        model.learned_since_snapshot += 1
-        self.metrics.learned.labels(record.decision_point, item.source).inc()
-        self.metrics.reward_scaled.labels(record.decision_point).inc(-cost)  # cost is -(scaled reward)
+        model = self.models.get(item.record.decision_point)
+        if learn_example(model.policy if model else None, item.record, item.reward, item.source, self.metrics):
+            assert model is not None
+            model.learned_since_snapshot += 1
+
+
+def learn_example(
+    policy: VWPolicy | None, record: DecisionRecord, reward: float, source: Source, metrics: Metrics
+) -> bool:
+    """One `vw.learn` for a joined decision, counted; the one place both learners turn reward into cost.
+
+    Returns False if there is no model for it (its decision point was removed) or VW refused it."""
+    if policy is None:
+        log.warning("dropping a learned example for unknown decision point %s", record.decision_point)
+        return False
+    cost = reward_to_cost(reward, *record.reward_range)
+    try:
+        policy.learn(record.shared, record.actions, record.chosen, cost, record.probability)
+    except Exception:
+        metrics.learn_errors.labels(record.decision_point).inc()
+        log.exception("VW refused example for event %s", record.event_id)
+        return False
+    metrics.learned.labels(record.decision_point, source).inc()
+    metrics.reward_scaled.labels(record.decision_point).inc(-cost)  # cost is -(reward scaled to [0, 1])
+    return True

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from policies import VWPolicy, reward_to_cost
+from policies import VWPolicy
 
 from ._catalog import Catalog, load_catalog_dir
 from ._config import LearnConfig
 from ._leader import LeaderLease
+from ._learner import learn_example
 from ._metrics import Metrics
 from ._redis_decisions import LearnEntry, RedisDecisionLog
 from ._redis_models import RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
@@ -125,21 +126,10 @@ class SharedLearner:
 
     def _learn(self, entry: LearnEntry) -> None:
         self.offsets[entry.stream] = entry.entry_id
-        record = entry.record
-        model = self.models.get(record.decision_point)
-        if model is None:
-            log.warning("dropping an example for unknown decision point %s", record.decision_point)
-            return
-        cost = reward_to_cost(entry.reward, *record.reward_range)
-        try:
-            model.policy.learn(record.shared, record.actions, record.chosen, cost, record.probability)
-        except Exception:
-            self.metrics.learn_errors.labels(record.decision_point).inc()
-            log.exception("VW refused example for event %s", record.event_id)
-            return
-        model.changed += 1
-        self.metrics.learned.labels(record.decision_point, entry.source).inc()
-        self.metrics.reward_scaled.labels(record.decision_point).inc(-cost)
+        model = self.models.get(entry.record.decision_point)
+        if learn_example(model.policy if model else None, entry.record, entry.reward, entry.source, self.metrics):
+            assert model is not None
+            model.changed += 1
 
     async def publish(self) -> bool:
         """Publish every changed model with the offsets it covers; then trim what they cover."""

@@ -22,6 +22,8 @@ from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
+from .redis_server import RedisServer
+
 T = TypeVar("T")
 
 LAYOUTS = {
@@ -108,6 +110,14 @@ class RunningServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[RedisServer]:
+    """A private redis-server shared by a module's tests (each test uses its own key prefix)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

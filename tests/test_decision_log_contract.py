@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +22,6 @@ from server._redis_decisions import RedisDecisionLog
 from .redis_server import RedisServer
 
 S = JoinStatus
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @dataclass
@@ -52,7 +45,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         b.log = InMemoryDecisionLog(1000, learn=lambda r, reward, source: b.handed.append((r.event_id, reward, source)))
         yield b
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer = request.getfixturevalue("module_redis")
     client = aioredis.Redis(port=server.port)
     yield Backend(RedisDecisionLog(client, f"t{uuid.uuid4().hex[:8]}", shards=4), "redis")
     await client.aclose()

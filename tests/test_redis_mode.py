@@ -16,9 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
-from server._launcher import LearnProcess
+from server._launcher import LearnProcess, metric_sum
 from tailor.v1 import decision_service_pb2 as pb
 
 from .conftest import LAYOUTS, ServeProcess, write_catalog
@@ -83,15 +82,6 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
     c.stop()
 
 
-def sample(text: str, name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
 def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -121,10 +111,10 @@ def test_decided_on_one_replica_rewarded_through_the_other_learned_once(cluster:
 
     assert eventually(same_new_version, timeout=5)
     # two Redis round trips per decision: one pipelined read before deciding, one pipelined write after
-    served = sample(a.metrics(), "tailor_decisions_total")
+    served = metric_sum(a.metrics(), "tailor_decisions_total")
     assert served >= 30
-    assert sample(a.metrics(), "tailor_redis_round_trips_total", op="decide_read") == served
-    assert sample(a.metrics(), "tailor_redis_round_trips_total", op="decide_write") == served
+    assert metric_sum(a.metrics(), "tailor_redis_round_trips_total", op="decide_read") == served
+    assert metric_sum(a.metrics(), "tailor_redis_round_trips_total", op="decide_write") == served
     added, _, _ = cluster.stream_counts()
     assert added == 30  # each decision handed to the learner exactly once
 

@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -35,13 +35,6 @@ from .redis_server import RedisServer
 TTL = 1.0
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
 @dataclass
 class Backend:
     store: SessionStore
@@ -60,7 +53,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         yield Backend(InMemorySessionStore(capacity=1000, ttl_seconds=TTL), "memory")
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer = request.getfixturevalue("module_redis")
     client = aioredis.Redis(port=server.port)
     yield Backend(RedisSessionStore(client, f"t{uuid.uuid4().hex[:8]}", TTL), "redis")
     await client.aclose()

@@ -27,22 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from server._cluster import run_cluster, simulate_command
-from server._launcher import ServeProcess, cpu_seconds
+from server._launcher import ServeProcess, cpu_seconds, metric_sum
 from server._simulator_driver import DEFAULT_DECISION_POINT, REWARD_WINDOW_SECONDS, catalog_document
 
 HERE = Path(__file__).resolve().parent
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def embedded(shoppers: int, seed: int, out: Path) -> dict[str, Any]:
@@ -56,11 +46,13 @@ def embedded(shoppers: int, seed: int, out: Path) -> dict[str, Any]:
             code = subprocess.run(simulate_command(server.target, shoppers, seed, out), check=False).returncode
             seconds = time.monotonic() - started
             deadline = time.monotonic() + REWARD_WINDOW_SECONDS + 15
-            while _sample(server.metrics(), "tailor_learned_examples_total") < shoppers and time.monotonic() < deadline:
+            while (
+                metric_sum(server.metrics(), "tailor_learned_examples_total") < shoppers and time.monotonic() < deadline
+            ):
                 time.sleep(0.2)
             assert server.proc is not None
             cpu = cpu_seconds(server.proc.pid)
-            decisions = _sample(server.metrics(), "tailor_decisions_total")
+            decisions = metric_sum(server.metrics(), "tailor_decisions_total")
         return {"simulate_exit": code, "seconds": seconds, "cpu_seconds": cpu, "decisions": decisions}
 
 
