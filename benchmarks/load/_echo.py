@@ -1,0 +1,89 @@
+"""The transport floor: a grpc.aio DecisionService that answers every Decide with a canned response of
+the size Tailor's would have (same candidates, same payload), acknowledges events and rewards, and does
+nothing else. Run: python -m benchmarks.load._echo --port PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from tailor.v1 import decision_service_pb2 as pb
+from tailor.v1 import decision_service_pb2_grpc as pb_grpc
+
+from ._traffic import ACTIONS
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def canned_response() -> pb.DecideResponse:
+    p = 1.0 / len(ACTIONS)
+    return pb.DecideResponse(
+        event_id="0123456789abcdef0123456789abcdef",
+        action_id=ACTIONS[0],
+        probability=p,
+        ranking=[pb.RankedAction(action_id=a, probability=p) for a in ACTIONS],
+        payload={"template": f"{ACTIONS[0]}_v1"},
+        model_version="abcdef12.0",
+    )
+
+
+class Echo(pb_grpc.DecisionServiceServicer):
+    def __init__(self) -> None:
+        self.response = canned_response()
+
+    async def Decide(self, request: pb.DecideRequest, context: Ctx) -> pb.DecideResponse:
+        return self.response
+
+    async def TrackEvents(
+        self, request_iterator: AsyncIterator[pb.TrackEventsRequest], context: Ctx
+    ) -> pb.TrackEventsResponse:
+        accepted = 0
+        async for request in request_iterator:
+            accepted += len(request.events)
+        return pb.TrackEventsResponse(accepted=accepted)
+
+    async def ReportRewards(
+        self, request_iterator: AsyncIterator[pb.ReportRewardsRequest], context: Ctx
+    ) -> AsyncIterator[pb.ReportRewardsResponse]:
+        async for request in request_iterator:
+            yield pb.ReportRewardsResponse(
+                results=[
+                    pb.RewardResult(event_id=r.event_id, status=pb.REWARD_STATUS_ACCEPTED) for r in request.rewards
+                ]
+            )
+
+    async def Activate(self, request: pb.ActivateRequest, context: Ctx) -> pb.ActivateResponse:
+        return pb.ActivateResponse()
+
+    async def GetSession(self, request: pb.GetSessionRequest, context: Ctx) -> pb.GetSessionResponse:
+        return pb.GetSessionResponse(session_id=request.session_id)
+
+    async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Ctx) -> pb.DeleteSessionResponse:
+        return pb.DeleteSessionResponse()
+
+
+async def serve(port: int) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_DecisionServiceServicer_to_server(Echo(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    asyncio.run(serve(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()
