@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from math import isfinite
 
 CONTEXT_NAMESPACE = "c"
 SESSION_NAMESPACE = "s"
@@ -64,8 +65,24 @@ def encode_feature(key: str, value: str | float) -> str:
 
 
 def encode_features(features: Iterable[tuple[str, str | float]]) -> str:
-    """Space-joined VW tokens for (key, value) pairs."""
-    return " ".join([encode_feature(k, v) for k, v in features])
+    """Space-joined VW tokens for (key, value) pairs.
+
+    The hot path of every decision (request context and session features): `encode_feature` inlined,
+    escaped names from the cache, so a feature costs one dict lookup and one f-string."""
+    parts: list[str] = []
+    append = parts.append
+    cache = _KEY_CACHE
+    for key, value in features:
+        name = cache.get(key)
+        if name is None:
+            name = escape_key(key)
+        if value.__class__ is str:
+            append(f"{name}={value.translate(_VALUE_ESCAPES)}")
+        elif isfinite(value):  # type: ignore[arg-type]
+            append(f"{name}:{value!r}")
+        else:
+            raise ValueError(f"feature {key!r} is not a finite number: {value}")
+    return " ".join(parts)
 
 
 def action_line(action_id: str, features: FeatureMap) -> str:

@@ -9,6 +9,7 @@ README.md ("Session intent features"); GetSession returns exactly this list.
 from __future__ import annotations
 
 import math
+from math import log1p
 
 from ._sessions import EVENT_KINDS, SessionState
 
@@ -20,7 +21,8 @@ TOP_CATEGORIES = 3
 
 
 def _log(x: float) -> float:
-    return math.log1p(max(0.0, x))
+    """log1p of a duration or amount that clock skew could make slightly negative."""
+    return log1p(x) if x > 0.0 else 0.0
 
 
 def intent_features(state: SessionState, now: float) -> list[Feature]:
@@ -29,7 +31,7 @@ def intent_features(state: SessionState, now: float) -> list[Feature]:
     age_minutes = age_seconds / 60.0
     out: list[Feature] = [
         ("session_age", _log(age_minutes)),
-        ("events", _log(state.events)),
+        ("events", log1p(state.events)),
         ("events_per_min", _log(state.events / max(age_minutes, 0.5))),
         ("idle", _log(now - state.last_event_at)),
     ]
@@ -39,7 +41,7 @@ def intent_features(state: SessionState, now: float) -> list[Feature]:
     for kind in EVENT_KINDS:
         n = counts.get(kind, 0)
         if n:
-            out.append((f"n_{kind}", _log(n)))
+            out.append((f"n_{kind}", log1p(n)))
     views = counts.get("page_view", 0) + counts.get("product_view", 0)
     if views:
         out.append(("ctr", min(1.0, counts.get("click", 0) / views)))
@@ -47,7 +49,7 @@ def intent_features(state: SessionState, now: float) -> list[Feature]:
     if searches:
         out.append(("search_per_min", _log(searches / max(age_minutes, 0.5))))
     if state.cart:
-        out.append(("cart_items", _log(len(state.cart))))
+        out.append(("cart_items", log1p(len(state.cart))))
         out.append(("cart_value", _log(sum(state.cart.values()))))
     out.append(("cart", "filled" if state.cart else "empty"))
     if state.last_add_to_cart_at is not None:
@@ -66,7 +68,7 @@ def intent_features(state: SessionState, now: float) -> list[Feature]:
         out.append(("top_category", top[0][0]))
         out += [(f"category_{c}", w / total) for c, w in top]
     for point, actions in state.shown.items():
-        out += [(f"shown_{point}_{a}", _log(n)) for a, n in actions.items()]
+        out += [(f"shown_{point}_{a}", log1p(n)) for a, n in actions.items()]
     out.sort(key=_name)
     return out
 
