@@ -80,7 +80,10 @@ class TailorServer:
             self.model_store = None
             learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds)
             memory_log = InMemoryDecisionLog(
-                config.max_pending_decisions, learn=learner.submit, on_unactivated=self._count_unactivated
+                config.max_pending_decisions,
+                learn=learner.submit,
+                on_unactivated=self._count_unactivated,
+                on_evicted=self._count_evicted,
             )
             memory_sessions = InMemorySessionStore(config.max_sessions, config.session_ttl_seconds)
             self.decisions, self.session_store = memory_log, memory_sessions
@@ -113,6 +116,9 @@ class TailorServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: Any = None
         self._stopped = asyncio.Event()
+
+    def _count_evicted(self, record: DecisionRecord) -> None:
+        self.metrics.decisions_evicted.labels(record.decision_point).inc()
 
     def _count_unactivated(self, record: DecisionRecord) -> None:
         self.metrics.decisions_expired_unactivated.labels(record.decision_point).inc()

@@ -55,7 +55,7 @@ class ServeConfig(BaseSettings):
         600.0, ge=0, description="decisions stay retained this long after their window"
     )
     max_pending_decisions: int = Field(
-        500_000, ge=1, description="retained decisions; beyond it decisions are served but not learned"
+        500_000, ge=1, description="retained decisions; when full, learned ones are forgotten first"
     )
     learn_slice_seconds: float = Field(0.001, gt=0, description="longest the learner holds the event loop at once")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="in-flight RPCs get this long at shutdown")

@@ -13,6 +13,7 @@ import enum
 import heapq
 import json
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,10 +192,13 @@ class InMemoryDecisionLog:
         capacity: int,
         learn: LearnSink,
         on_unactivated: Callable[[DecisionRecord], None] = lambda record: None,
+        on_evicted: Callable[[DecisionRecord], None] = lambda record: None,
     ) -> None:
         self.capacity = capacity
         self._learn = learn
         self._on_unactivated = on_unactivated
+        self._on_evicted = on_evicted
+        self._learned_order: deque[str] = deque()  # learned decisions, oldest first: evicted first when full
         self._records: dict[str, DecisionRecord] = {}
         # (when, kind, event_id): kind 0 closes a window, 1 forgets the decision. Entries may be stale
         # (a window reopened by activation); each is checked against the record when it comes due.
@@ -218,7 +222,7 @@ class InMemoryDecisionLog:
         return self.add_now(record)
 
     def add_now(self, record: DecisionRecord) -> bool:
-        if len(self._records) >= self.capacity:
+        if len(self._records) >= self.capacity and not self._evict_learned():
             return False
         self._records[record.event_id] = record
         if not record.learned:
@@ -284,7 +288,22 @@ class InMemoryDecisionLog:
         if not record.learned:
             record.learned = True
             self._unlearned -= 1
+            self._learned_order.append(record.event_id)
             self._learn(record, reward, source)
+
+    def _evict_learned(self) -> bool:
+        """Make room by forgetting the oldest learned decision before its retention ends.
+
+        A full log prefers losing what only serves replays and LATE statuses (a later reward for it then
+        answers UNKNOWN_EVENT) to refusing a new decision its learning."""
+        while self._learned_order:
+            event_id = self._learned_order.popleft()
+            record = self._records.get(event_id)
+            if record is not None and record.learned:
+                del self._records[event_id]
+                self._on_evicted(record)
+                return True
+        return False
 
     def _schedule(self, record: DecisionRecord) -> None:
         end = record.window_end

@@ -76,9 +76,12 @@ class Learner:
 
     def _learn(self, item: LearnItem) -> None:
         model = self.models.get(item.record.decision_point)
-        if learn_example(model.policy if model else None, item.record, item.reward, item.source, self.metrics):
+        record = item.record
+        if learn_example(model.policy if model else None, record, item.reward, item.source, self.metrics):
             assert model is not None
             model.learned_since_snapshot += 1
+        # Learned: what remains retained only answers replays and statuses, so drop the example text.
+        record.shared, record.actions = "", ()
 
 
 def learn_example(

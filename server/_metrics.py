@@ -31,6 +31,12 @@ class Metrics:
             ["decision_point"],
             registry=registry,
         )
+        self.decisions_evicted = Counter(
+            "tailor_decisions_evicted_total",
+            "Learned decisions forgotten before their retention ended to make room in a full decision log.",
+            ["decision_point"],
+            registry=registry,
+        )
         self.decide_latency = Histogram(
             "tailor_decide_latency_seconds",
             "Time to handle Decide, from parsed request to built response.",
@@ -136,6 +142,7 @@ class Metrics:
             self.decisions,
             self.decisions_replayed,
             self.decisions_unlearnable,
+            self.decisions_evicted,
             self.decisions_expired_unactivated,
             self.learn_errors,
             self.reward_scaled,

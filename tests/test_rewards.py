@@ -163,3 +163,20 @@ def test_full_decision_log_still_serves_but_does_not_learn(start_server: Any, ca
     labels = {"decision_point": "home_layout"}
     assert server.metric("tailor_decisions_unlearnable_total", labels) == 1
     assert statuses(server, (decisions[2].event_id, 1.0, "")) == [S.REWARD_STATUS_UNKNOWN_EVENT]
+
+
+def test_a_full_log_forgets_learned_decisions_first(start_server: Any, catalog_dir: Path) -> None:
+    server = start_server(catalog_dir, max_pending_decisions=3)
+    decisions = []
+    for i in range(5):
+        d = server.client.decide(f"s{i}", "home_layout")
+        assert statuses(server, (d.event_id, 1.0, "")) == [S.REWARD_STATUS_ACCEPTED]
+        decisions.append(d)
+        assert server.wait_for(lambda: learned(server) == len(decisions))
+    labels = {"decision_point": "home_layout"}
+    assert server.metric("tailor_decisions_unlearnable_total", labels) == 0  # every decision was learned
+    assert server.metric("tailor_decisions_evicted_total", labels) == 2
+    assert statuses(server, (decisions[0].event_id, 1.0, "late")) == [S.REWARD_STATUS_UNKNOWN_EVENT]
+    assert statuses(server, (decisions[4].event_id, 1.0, "late")) == [S.REWARD_STATUS_LATE]
+    record = server.record(decisions[4].event_id)
+    assert record is not None and record.shared == ""  # learned: the example text is not kept
