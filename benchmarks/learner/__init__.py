@@ -1,0 +1,1 @@
+"""Learner throughput: the in-process learner against raw VW learn on the same examples."""
