@@ -14,7 +14,7 @@ import heapq
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,7 +30,7 @@ class Decision:
     action_id: str
     probability: float
     ranking: tuple[tuple[str, float], ...]
-    payload: dict[str, str]
+    payload: Mapping[str, str]
     model_version: str
 
 

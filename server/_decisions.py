@@ -7,11 +7,10 @@ Everything here is synchronous and short; the servicer calls it straight from th
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from policies import action_line, encode_features, sample_index, shared_line
 
@@ -27,7 +26,6 @@ from ._models import ModelRegistry
 from ._session_context import SessionContext
 
 Features = list[tuple[str, "str | float"]]
-T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -91,10 +89,14 @@ class DecisionService:
             raise NotFound(f"unknown decision point {q.decision_point!r}; known: {sorted(self.catalogs)}")
         ids, lines = self._candidates(catalog, q)
         now = time.time()
-        known, session = await self._fail_open("read", self.state.read(q.session_id, q.event_id, now), (None, None))
+        try:
+            known, session = await self.state.read(q.session_id, q.event_id, now)
+        except Unavailable:  # Decide never fails for shared state: it answers without it, and counts
+            self.metrics.fail_open.labels("read").inc()
+            known, session = None, None
         if known is not None:
             return self._replay(known, q)
-        event_id = q.event_id or uuid.uuid4().hex
+        event_id = q.event_id or os.urandom(16).hex()
         model = self.models.get(q.decision_point)
         if model is None:  # models.sync serves one for every catalog
             raise RuntimeError(f"no model for decision point {q.decision_point}")
@@ -109,7 +111,7 @@ class DecisionService:
             action_id=action_id,
             probability=pmf[chosen],
             ranking=tuple((ids[i], pmf[i]) for i in order),
-            payload=dict(catalog.payload(action_id)),
+            payload=catalog.payload(action_id),  # the catalog's own mapping: never mutated
             model_version=model.version,
         )
         policy = catalog.policy
@@ -128,20 +130,17 @@ class DecisionService:
             grace_seconds=self.grace_seconds,
             activated_at=None if q.defer_activation else now,
         )
-        if not await self._fail_open("write", self.state.write(record, action_id), False):
+        try:
+            logged = await self.state.write(record, action_id)
+        except Unavailable:
+            self.metrics.fail_open.labels("write").inc()
+            logged = False
+        if not logged:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
         served, latency = self._per_point[q.decision_point]
         served.inc()
         latency.observe(time.perf_counter() - started)
         return decision
-
-    async def _fail_open(self, step: str, call: Coroutine[Any, Any, T], fallback: T) -> T:
-        """Decide never fails because shared state is unreachable: it answers without it, and counts."""
-        try:
-            return await call
-        except Unavailable:
-            self.metrics.fail_open.labels(step).inc()
-            return fallback
 
     def _replay(self, record: DecisionRecord, q: DecideQuery) -> Decision:
         if record.session_id != q.session_id or record.decision_point != q.decision_point:
