@@ -95,9 +95,6 @@ class PolicyConfig(BaseModel):
                 raise ValueError(f"reward_rules.{i}.reward {rule.reward} must lie within reward_range {[low, high]}")
         return self
 
-    def rule_for(self, event: str) -> RewardRule | None:
-        return next((r for r in self.reward_rules if r.event == event), None)
-
     def learning_spec(self) -> LearningSpec:
         return LearningSpec(
             exploration=self.exploration, bits=self.learning.bits, learning_rate=self.learning.learning_rate
@@ -163,6 +160,7 @@ class Catalog:
     action_ids: tuple[str, ...]
     action_lines: tuple[str, ...]
     index: Mapping[str, int]
+    rules: Mapping[str, RewardRule]  # event type -> the reward rule for it
 
     @property
     def name(self) -> str:
@@ -181,6 +179,7 @@ class Catalog:
             action_ids=ids,
             action_lines=tuple(action_line(a.id, a.features) for a in spec.actions),
             index={a: i for i, a in enumerate(ids)},
+            rules={r.event: r for r in spec.policy.reward_rules},
         )
 
     def payload(self, action_id: str) -> Mapping[str, str]:

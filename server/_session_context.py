@@ -51,18 +51,18 @@ class SessionContext:
         """Derive rewards for the session's open decisions from one event; returns those still open."""
         live: list[OpenDecision] = []
         done: list[OpenDecision] = []
+        catalogs = self.catalogs
         for open_decision in open_decisions:
+            catalog = catalogs.get(open_decision.decision_point)
+            rule = catalog.rules.get(event.kind) if catalog is not None else None
+            if rule is None or event.timestamp < open_decision.decided_at:
+                live.append(open_decision)  # nothing to credit from this event: no lookup needed
+                continue
             record = await self.decisions.get(open_decision.event_id)
             if record is None or record.learned:
                 done.append(open_decision)  # nothing more to credit
                 continue
             live.append(open_decision)
-            if event.timestamp < open_decision.decided_at:
-                continue
-            catalog = self.catalogs.get(record.decision_point)
-            rule = catalog.policy.rule_for(event.kind) if catalog else None
-            if rule is None:
-                continue
             value = rule.value(event.price, *record.reward_range)
             reward_id = f"event:{event.id}" if event.id else ""
             await self.joiner.report_derived(record, value, reward_id, event.timestamp)
