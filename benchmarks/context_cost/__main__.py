@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import tempfile
@@ -29,6 +28,7 @@ import grpc
 import yaml
 from prometheus_client import CollectorRegistry
 
+from benchmarks._results import publish
 from server import ServeConfig, TailorServer
 from server import _validation as validate
 from server._decision_log import Decision
@@ -215,10 +215,7 @@ def main() -> int:
     result["in_process"] = asyncio.run(in_process(args.calls, args.repeats))
     result["grpc"] = grpc_run(args.events, args.latency_calls)
     table = report(result)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "results.md").write_text(table)
+    publish(args.out, result, table)
     return 0
 
 

@@ -11,7 +11,6 @@ session features. Writes results.json and results.md beside this file (or --out)
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from vowpalwabbit import pyvw
 
+from benchmarks._results import publish
 from policies import LearningSpec, VWPolicy, action_line, encode_features, reward_to_cost, shared_line
 from server._decision_log import Decision, DecisionRecord
 from server._learner import Learner
@@ -132,10 +132,7 @@ def main() -> int:
         f"| raw pylibvw learn (parse + learn_multi + finish, text prepared) | {raw:,.0f} | 1.00x |\n"
         f"| Tailor's learner (queue, reward-to-cost, label, metrics, VW) | {ours:,.0f} | {ours / raw:.2f}x |\n"
     )
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "results.md").write_text(table)
+    publish(args.out, result, table)
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from benchmarks._results import publish
 from server._launcher import ServeProcess, cpu_seconds, free_port
 
 from ._traffic import write_catalog
@@ -110,10 +111,7 @@ def main() -> int:
         "runs": runs,
     }
     table = report(result)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "results.md").write_text(table)
+    publish(args.out, result, table)
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks._results import publish
 from server._cluster import run_cluster, simulate_command
 from server._launcher import ServeProcess, cpu_seconds, metric_sum
 from server._simulator_driver import DEFAULT_DECISION_POINT, REWARD_WINDOW_SECONDS, catalog_document
@@ -105,10 +106,7 @@ def main() -> int:
         "passed": all(checks.values()),
     }
     table = report(result)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "results.md").write_text(table)
+    publish(args.out, result, table)
     return 0 if result["passed"] else 1
 
 
