@@ -62,9 +62,13 @@ class VWPolicy:
         self._ws = pyvw.Workspace(args, enable_logging=False)
         self.examples_learned = 0
 
-    def predict(self, shared: str, actions: Sequence[str]) -> list[float]:
-        """Probability of each action, in the order given, summing to 1."""
-        examples = _vw._parse(self._ws, shared + "\n" + "\n".join(actions))
+    def predict(self, shared: str, actions: Sequence[str], actions_text: str | None = None) -> list[float]:
+        """Probability of each action, in the order given, summing to 1.
+
+        `actions_text` is ``"\n".join(actions)`` when the caller has it already (a catalog renders its
+        actions' text once per version, so a Decide over the whole catalog joins nothing)."""
+        text = "\n".join(actions) if actions_text is None else actions_text
+        examples = _vw._parse(self._ws, f"{shared}\n{text}")
         try:
             _vw.predict_multi(self._ws, examples)
             scores: list[float] = examples[0].get_action_scores()

@@ -159,6 +159,7 @@ class Catalog:
     source: Path
     action_ids: tuple[str, ...]
     action_lines: tuple[str, ...]
+    action_text: str  # the lines joined for VW, rendered once per catalog version
     index: Mapping[str, int]
     rules: Mapping[str, RewardRule]  # event type -> the reward rule for it
 
@@ -173,11 +174,13 @@ class Catalog:
     @classmethod
     def compile(cls, spec: CatalogSpec, source: Path) -> Catalog:
         ids = tuple(a.id for a in spec.actions)
+        lines = tuple(action_line(a.id, a.features) for a in spec.actions)
         return cls(
             spec=spec,
             source=source,
             action_ids=ids,
-            action_lines=tuple(action_line(a.id, a.features) for a in spec.actions),
+            action_lines=lines,
+            action_text="\n".join(lines),
             index={a: i for i, a in enumerate(ids)},
             rules={r.event: r for r in spec.policy.reward_rules},
         )

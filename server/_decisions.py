@@ -87,7 +87,7 @@ class DecisionService:
         catalog = self.catalogs.get(q.decision_point)
         if catalog is None:
             raise NotFound(f"unknown decision point {q.decision_point!r}; known: {sorted(self.catalogs)}")
-        ids, lines = self._candidates(catalog, q)
+        ids, lines, text = self._candidates(catalog, q)
         now = time.time()
         try:
             known, session = await self.state.read(q.session_id, q.event_id, now)
@@ -102,15 +102,16 @@ class DecisionService:
             raise RuntimeError(f"no model for decision point {q.decision_point}")
         session_text = encode_features(intent_features(session, now)) if session is not None else ""
         shared = shared_line(encode_features(q.context), session_text)
-        pmf = model.policy.predict(shared, lines)
+        pmf = model.policy.predict(shared, lines, text)
         chosen = sample_index(pmf, event_id)
-        order = sorted(range(len(ids)), key=pmf.__getitem__, reverse=True)  # stable: ties keep candidate order
+        # sorted() is stable, also with reverse=True: ties keep candidate order
+        ranking = tuple(sorted(zip(ids, pmf, strict=True), key=_probability, reverse=True))
         action_id = ids[chosen]
         decision = Decision(
             event_id=event_id,
             action_id=action_id,
             probability=pmf[chosen],
-            ranking=tuple((ids[i], pmf[i]) for i in order),
+            ranking=ranking,
             payload=catalog.payload(action_id),  # the catalog's own mapping: never mutated
             model_version=model.version,
         )
@@ -148,14 +149,16 @@ class DecisionService:
         self.metrics.decisions_replayed.labels(q.decision_point).inc()
         return record.decision
 
-    def _candidates(self, catalog: Catalog, q: DecideQuery) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Candidate action ids and their VW lines, in candidate order."""
+    def _candidates(self, catalog: Catalog, q: DecideQuery) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+        """Candidate action ids and their VW lines, in candidate order, and the lines' joined text when it
+        is already rendered (the whole catalog)."""
+        text: str | None = None
         if q.actions:
             ids = tuple(a.id for a in q.actions)  # unique: checked with the request
             lines = tuple(action_line(a.id, dict(a.features)) for a in q.actions)
             index: Mapping[str, int] = {a: i for i, a in enumerate(ids)}
         else:
-            ids, lines, index = catalog.action_ids, catalog.action_lines, catalog.index
+            ids, lines, index, text = catalog.action_ids, catalog.action_lines, catalog.index, catalog.action_text
         picked: list[int]
         if q.candidate_action_ids:
             unknown = [
@@ -178,5 +181,9 @@ class DecisionService:
                 )
             raise FailedPrecondition("no candidate action is left after candidate_action_ids and excluded_action_ids")
         if len(picked) == len(ids):
-            return ids, lines
-        return tuple(ids[i] for i in picked), tuple(lines[i] for i in picked)
+            return ids, lines, text
+        return tuple(ids[i] for i in picked), tuple(lines[i] for i in picked), None
+
+
+def _probability(ranked: tuple[str, float]) -> float:
+    return ranked[1]

@@ -64,12 +64,14 @@ def intent_features(state: SessionState, now: float) -> list[Feature]:
     weights = state.category_weights(now)
     total = sum(weights.values())
     if total > 0:
-        top = sorted(weights.items(), key=lambda cw: (-cw[1], cw[0]))[:TOP_CATEGORIES]
-        out.append(("top_category", top[0][0]))
-        out += [(f"category_{c}", w / total) for c, w in top]
+        # strongest first, ties by name: sort by name, then (stably) by weight, both in C
+        top = sorted(weights)
+        top.sort(key=weights.__getitem__, reverse=True)
+        out.append(("top_category", top[0]))
+        out += [(f"category_{c}", weights[c] / total) for c in top[:TOP_CATEGORIES]]
     for point, actions in state.shown.items():
         out += [(f"shown_{point}_{a}", log1p(n)) for a, n in actions.items()]
-    out.sort(key=_name)
+    out.sort()  # by name; a name appears once, so values are never compared
     return out
 
 
@@ -78,7 +80,3 @@ def _price_band(price: float) -> str:
         if price < limit:
             return band
     return "premium"
-
-
-def _name(feature: Feature) -> str:
-    return feature[0]

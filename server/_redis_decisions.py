@@ -273,8 +273,8 @@ def _record(f: dict[str, str], reward_ids: Any) -> DecisionRecord:
     doc: dict[str, Any] = json.loads(f["doc"])
     record = DecisionRecord.from_json(doc)
     record.learned = f.get("learned") == "1"
-    record.rewards = [float(x) for x in f.get("rewards", "").split()]
-    record.reward_ids = {_text(x) for x in reward_ids}
+    record.rewards = tuple(float(x) for x in f.get("rewards", "").split())
+    record.reward_ids = tuple(sorted(_text(x) for x in reward_ids))
     if "activated_at" in f:
         record.activated_at = float(f["activated_at"])
     return record

@@ -42,7 +42,8 @@ def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], 
         return []
     out: Features = []
     max_key, max_text = limits.max_id_bytes, limits.max_text_bytes
-    for key, fv in values.items():
+    for key in values:  # a protobuf map's items() iterates in Python (collections.abc); indexing stays in C
+        fv = values[key]
         kind = fv.WhichOneof("value")
         if kind == "number":
             number = fv.number
@@ -62,12 +63,8 @@ def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], 
             v.add(f"{field}[{key[:32]}...]", f"feature name longer than {max_key} bytes")
     # Protobuf map order differs between processes; VW's float32 sums depend on feature order. Sorting
     # (keys are unique) makes the same request the same example everywhere, so learning replays exactly.
-    out.sort(key=_first)
+    out.sort()  # keys are unique, so values are never compared
     return out
-
-
-def _first(pair: tuple[str, str | float]) -> str:
-    return pair[0]
 
 
 def _ids(v: _Violations, field: str, values: Iterable[str], limits: Limits) -> list[str]:

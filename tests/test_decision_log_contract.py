@@ -98,7 +98,7 @@ async def test_statuses_follow_the_contract_order(backend: Backend) -> None:
     assert await backend.log.join("e1", 0.5, "r2", now) == S.LATE  # first: already learned
     assert await backend.learned() == [("e1", 1.0, "reward")]
     got = await backend.log.get("e1")
-    assert got is not None and got.learned and got.reward_ids == {"r1"}
+    assert got is not None and got.learned and got.reward_ids == ("r1",)
 
 
 async def test_a_reward_after_the_window_is_late(backend: Backend) -> None:

@@ -82,7 +82,7 @@ def test_max_aggregation_takes_the_best_derived_reward_at_window_close(ruled: Ru
 def test_scaled_rewards_are_clamped_into_the_range(ruled: RunningServer) -> None:
     d = ruled.client.decide("s1", "cart_offer")
     track(ruled, ev(E.EVENT_TYPE_PURCHASE, price=500.0))
-    assert record(ruled, d.event_id).rewards == [1.0]
+    assert record(ruled, d.event_id).rewards == (1.0,)
 
 
 def test_every_open_decision_of_the_session_is_credited_by_its_own_rules(ruled: RunningServer) -> None:
@@ -92,9 +92,9 @@ def test_every_open_decision_of_the_session_is_credited_by_its_own_rules(ruled: 
     other = ruled.client.decide("s2", "home_layout")
     track(ruled, ev(E.EVENT_TYPE_ADD_TO_CART, product_id="p1", price=10.0))
     assert record(ruled, layout.event_id).learned  # first aggregation: learned at once
-    assert record(ruled, offer.event_id).rewards == [0.3]  # max aggregation: held for the window
-    assert record(ruled, plain.event_id).rewards == [] and not record(ruled, plain.event_id).learned
-    assert record(ruled, other.event_id).rewards == [] and not record(ruled, other.event_id).learned
+    assert record(ruled, offer.event_id).rewards == (0.3,)  # max aggregation: held for the window
+    assert record(ruled, plain.event_id).rewards == () and not record(ruled, plain.event_id).learned
+    assert record(ruled, other.event_id).rewards == () and not record(ruled, other.event_id).learned
 
 
 def test_events_before_the_decision_do_not_credit_it(ruled: RunningServer) -> None:
@@ -104,14 +104,14 @@ def test_events_before_the_decision_do_not_credit_it(ruled: RunningServer) -> No
     stale.timestamp.FromSeconds(int(earlier))
     track(ruled, stale)
     found = record(ruled, d.event_id)
-    assert not found.learned and found.rewards == []
+    assert not found.learned and found.rewards == ()
 
 
 def test_a_duplicate_event_credits_once(ruled: RunningServer) -> None:
     d = ruled.client.decide("s1", "cart_offer")
     e = ev(E.EVENT_TYPE_ADD_TO_CART, product_id="p1", price=10.0, id="atc-1")
     track(ruled, e, e)
-    assert record(ruled, d.event_id).rewards == [0.3]
+    assert record(ruled, d.event_id).rewards == (0.3,)
 
 
 def test_deferred_decision_holds_rule_rewards_until_activation(ruled: RunningServer) -> None:

@@ -103,7 +103,7 @@ def test_sum_aggregation_learns_once_when_the_window_closes(short_window: Runnin
     ]
     assert learned(short_window, point="sum_point") == 0  # not before the window closes
     record = short_window.record(d.event_id)
-    assert record is not None and record.rewards == [1.0, 2.0]
+    assert record is not None and record.rewards == (1.0, 2.0)
     assert short_window.wait_for(lambda: learned(short_window, "reward", "sum_point") == 1, timeout=3)
     assert statuses(short_window, (d.event_id, 1.0, "c")) == [S.REWARD_STATUS_LATE]
 
