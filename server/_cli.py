@@ -87,7 +87,7 @@ async def _learn(config: LearnConfig) -> int:
     return 0
 
 
-def _settle_gc() -> None:
+def settle_gc() -> None:
     """Keep the cyclic GC's pauses off the serving path.
 
     Everything alive once the server is up (modules, protobuf descriptors, catalogs, pydantic models) lives
@@ -109,7 +109,7 @@ async def _serve(config: ServeConfig) -> int:
 
     server = TailorServer(config)
     await server.start()
-    _settle_gc()
+    settle_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,7 +19,7 @@ from ._config import Limits
 from ._decide_state import DecideState
 from ._decision_log import Decision, DecisionLog, DecisionRecord
 from ._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable, invalid
-from ._intent import intent_features
+from ._intent import intent_text
 from ._joiner import RewardJoiner
 from ._metrics import Metrics
 from ._models import ModelRegistry
@@ -76,11 +76,11 @@ class DecisionService:
         """Serve these catalogs from now on (start-up and reloads); models follow their learning flags."""
         self.models.sync(catalogs)
         self.catalogs = dict(catalogs)
-        self.sessions.catalogs = self.catalogs
+        self.sessions.use_catalogs(self.catalogs)
         m = self.metrics
         for name in self.catalogs:
             m.touch_decision_point(name)
-        self._per_point = {name: (m.decisions.labels(name), m.decide_latency.labels(name)) for name in self.catalogs}
+        self._stats = {name: m.decide_stats(name) for name in self.catalogs}
 
     async def decide(self, q: DecideQuery) -> Decision:
         started = time.perf_counter()
@@ -100,7 +100,7 @@ class DecisionService:
         model = self.models.get(q.decision_point)
         if model is None:  # models.sync serves one for every catalog
             raise RuntimeError(f"no model for decision point {q.decision_point}")
-        session_text = encode_features(intent_features(session, now)) if session is not None else ""
+        session_text = intent_text(session, now) if session is not None else ""
         shared = shared_line(encode_features(q.context), session_text)
         pmf = model.policy.predict(shared, lines, text)
         chosen = sample_index(pmf, event_id)
@@ -138,9 +138,7 @@ class DecisionService:
             logged = False
         if not logged:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
-        served, latency = self._per_point[q.decision_point]
-        served.inc()
-        latency.observe(time.perf_counter() - started)
+        self._stats[q.decision_point].observe(time.perf_counter() - started)
         return decision
 
     def _replay(self, record: DecisionRecord, q: DecideQuery) -> Decision:
@@ -152,6 +150,8 @@ class DecisionService:
     def _candidates(self, catalog: Catalog, q: DecideQuery) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
         """Candidate action ids and their VW lines, in candidate order, and the lines' joined text when it
         is already rendered (the whole catalog)."""
+        if catalog.action_ids and not (q.actions or q.candidate_action_ids or q.excluded_action_ids):
+            return catalog.action_ids, catalog.action_lines, catalog.action_text  # the common case
         text: str | None = None
         if q.actions:
             ids = tuple(a.id for a in q.actions)  # unique: checked with the request

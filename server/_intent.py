@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from math import log1p
 
+from policies import encode_features
+
 from ._sessions import EVENT_KINDS, SessionState
 
 Feature = tuple[str, "str | float"]
@@ -26,15 +28,61 @@ def _log(x: float) -> float:
 
 
 def intent_features(state: SessionState, now: float) -> list[Feature]:
-    """The session's intent features as of `now`, sorted by name."""
+    """The session's intent features as of `now`, sorted by name (GetSession shows exactly these)."""
+    out = _timed(state, now) + _timeless(state) + _shown(state)
+    out.sort()  # by name; a name appears once, so values are never compared
+    return out
+
+
+def intent_text(state: SessionState, now: float) -> str:
+    """`intent_features` encoded for VW (namespace ``s``), for Decide.
+
+    The same features, grouped (those that change with time, then those that change only with events,
+    then what was shown) and sorted by name within each group, so the same state is the same example in
+    every process. The two event-driven groups are encoded once per change of the state and cached on it:
+    a Decide encodes only the handful of features that move with the clock."""
+    timeless, shown = state.timeless_text, state.shown_text
+    if timeless is None:
+        timeless = state.timeless_text = _encode_sorted(_timeless(state))
+    if shown is None:
+        shown = state.shown_text = _encode_sorted(_shown(state))
+    timed = _encode_sorted(_timed(state, now))
+    return f"{timed} {timeless} {shown}" if shown else f"{timed} {timeless}"
+
+
+def _encode_sorted(features: list[Feature]) -> str:
+    features.sort()
+    return encode_features(features)
+
+
+def _timed(state: SessionState, now: float) -> list[Feature]:
+    """Features that move with the clock."""
     age_seconds = max(0.0, now - state.started_at)
     age_minutes = age_seconds / 60.0
     out: list[Feature] = [
         ("session_age", _log(age_minutes)),
-        ("events", log1p(state.events)),
         ("events_per_min", _log(state.events / max(age_minutes, 0.5))),
         ("idle", _log(now - state.last_event_at)),
     ]
+    searches = state.counts.get("search", 0)
+    if searches:
+        out.append(("search_per_min", _log(searches / max(age_minutes, 0.5))))
+    if state.last_add_to_cart_at is not None:
+        out.append(("since_add_to_cart", _log(now - state.last_add_to_cart_at)))
+    weights = state.category_weights(now)
+    total = sum(weights.values())
+    if total > 0:
+        # strongest first, ties by name: sort by name, then (stably) by weight, both in C
+        top = sorted(weights)
+        top.sort(key=weights.__getitem__, reverse=True)
+        out.append(("top_category", top[0]))
+        out += [(f"category_{c}", weights[c] / total) for c in top[:TOP_CATEGORIES]]
+    return out
+
+
+def _timeless(state: SessionState) -> list[Feature]:
+    """Features that change only when an event is folded in."""
+    out: list[Feature] = [("events", log1p(state.events))]
     if state.gaps:
         out.append(("gap_mean", _log(state.gap_total / state.gaps)))
     counts = state.counts
@@ -45,15 +93,10 @@ def intent_features(state: SessionState, now: float) -> list[Feature]:
     views = counts.get("page_view", 0) + counts.get("product_view", 0)
     if views:
         out.append(("ctr", min(1.0, counts.get("click", 0) / views)))
-    searches = counts.get("search", 0)
-    if searches:
-        out.append(("search_per_min", _log(searches / max(age_minutes, 0.5))))
     if state.cart:
         out.append(("cart_items", log1p(len(state.cart))))
         out.append(("cart_value", _log(sum(state.cart.values()))))
     out.append(("cart", "filled" if state.cart else "empty"))
-    if state.last_add_to_cart_at is not None:
-        out.append(("since_add_to_cart", _log(now - state.last_add_to_cart_at)))
     if state.purchase_value > 0:
         out.append(("purchased_value", _log(state.purchase_value)))
     if state.priced:
@@ -61,17 +104,14 @@ def intent_features(state: SessionState, now: float) -> list[Feature]:
         out.append(("price_level", mean_log_price))
         out.append(("price_band", _price_band(math.expm1(mean_log_price))))
         out.append(("discount_affinity", state.discount_total / state.priced))
-    weights = state.category_weights(now)
-    total = sum(weights.values())
-    if total > 0:
-        # strongest first, ties by name: sort by name, then (stably) by weight, both in C
-        top = sorted(weights)
-        top.sort(key=weights.__getitem__, reverse=True)
-        out.append(("top_category", top[0]))
-        out += [(f"category_{c}", weights[c] / total) for c in top[:TOP_CATEGORIES]]
+    return out
+
+
+def _shown(state: SessionState) -> list[Feature]:
+    """What this session was already shown, per decision point and action (changes with each decision)."""
+    out: list[Feature] = []
     for point, actions in state.shown.items():
         out += [(f"shown_{point}_{a}", log1p(n)) for a, n in actions.items()]
-    out.sort()  # by name; a name appears once, so values are never compared
     return out
 
 

@@ -100,6 +100,7 @@ def learn_example(
         metrics.learn_errors.labels(record.decision_point).inc()
         log.exception("VW refused example for event %s", record.event_id)
         return False
-    metrics.learned.labels(record.decision_point, source).inc()
-    metrics.reward_scaled.labels(record.decision_point).inc(-cost)  # cost is -(reward scaled to [0, 1])
+    learned, reward_scaled = metrics.learn_counters(record.decision_point, source)
+    learned.inc()
+    reward_scaled.inc(-cost)  # cost is -(reward scaled to [0, 1])
     return True

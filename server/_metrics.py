@@ -6,10 +6,12 @@ catalogs, statuses and methods from the contract); no session or event id is eve
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -18,7 +20,10 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.decisions = Counter("tailor_decisions_total", "Decisions served.", ["decision_point"], registry=registry)
+        # Served decisions and their handler time are counted on every Decide: plain numbers the event loop
+        # updates without a lock, exported at scrape time (see DecideStats).
+        self._decide_stats: dict[str, DecideStats] = {}
+        registry.register(_DecideCollector(self._decide_stats))
         self.decisions_replayed = Counter(
             "tailor_decisions_replayed_total",
             "Decide calls answered from the decision log because the event id was seen before.",
@@ -35,13 +40,6 @@ class Metrics:
             "tailor_decisions_evicted_total",
             "Learned decisions forgotten before their retention ended to make room in a full decision log.",
             ["decision_point"],
-            registry=registry,
-        )
-        self.decide_latency = Histogram(
-            "tailor_decide_latency_seconds",
-            "Time to handle Decide, from parsed request to built response.",
-            ["decision_point"],
-            buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.rewards = Counter(
@@ -80,6 +78,7 @@ class Metrics:
         self.sessions_deleted = Counter(
             "tailor_sessions_deleted_total", "Sessions erased by DeleteSession.", registry=registry
         )
+        self._learn_counters: dict[tuple[str, str], tuple[Counter, Counter]] = {}
         self.learned = Counter(
             "tailor_learned_examples_total",
             "Decisions learned, by where the reward came from (reported, or the default at window close).",
@@ -136,10 +135,29 @@ class Metrics:
         for result in ("ok", "error"):
             self.catalog_reloads.labels(result)
 
+    def learn_counters(self, decision_point: str, source: str) -> tuple[Counter, Counter]:
+        """The learned-examples and scaled-reward series of a decision point, looked up once (the learner
+        counts every example; `labels()` takes a lock and builds a key each call)."""
+        key = (decision_point, source)
+        found = self._learn_counters.get(key)
+        if found is None:
+            found = self._learn_counters[key] = (
+                self.learned.labels(decision_point, source),
+                self.reward_scaled.labels(decision_point),
+            )
+        return found
+
+    def decide_stats(self, decision_point: str) -> DecideStats:
+        """The served-decisions counter and latency histogram of a decision point (created at zero)."""
+        stats = self._decide_stats.get(decision_point)
+        if stats is None:
+            stats = self._decide_stats[decision_point] = DecideStats()
+        return stats
+
     def touch_decision_point(self, name: str) -> None:
         """Create a decision point's series at zero, so rate() and increase() see their first increment."""
+        self.decide_stats(name)
         for counter in (
-            self.decisions,
             self.decisions_replayed,
             self.decisions_unlearnable,
             self.decisions_evicted,
@@ -207,3 +225,43 @@ class _SessionCollector(Collector):
             "tailor_sessions_evicted", "Sessions evicted because the session cap was reached.", value=evicted
         )
         yield CounterMetricFamily("tailor_sessions_expired", "Sessions dropped after their idle TTL.", value=expired)
+
+
+class DecideStats:
+    """Decisions served by one decision point and their handler time, as Decide records them.
+
+    Updated only from the serving event loop, so plain numbers do (a prometheus_client Counter and
+    Histogram take a lock each and scan the buckets in Python: ~2 µs a decision, against ~0.15 µs here).
+    A scrape, from the metrics thread, copies the bucket list in one step, so the count it exports is
+    always the sum of the buckets it exports."""
+
+    __slots__ = ("buckets", "seconds")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.seconds = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(_LATENCY_BUCKETS, seconds)] += 1  # bucket i holds le=_LATENCY_BUCKETS[i]
+        self.seconds += seconds
+
+
+class _DecideCollector(Collector):
+    def __init__(self, stats: dict[str, DecideStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[CounterMetricFamily | HistogramMetricFamily]:
+        served = CounterMetricFamily("tailor_decisions", "Decisions served.", labels=["decision_point"])
+        latency = HistogramMetricFamily(
+            "tailor_decide_latency_seconds",
+            "Time to handle Decide, from parsed request to built response.",
+            labels=["decision_point"],
+        )
+        for name, stats in list(self._stats.items()):
+            buckets, seconds = list(stats.buckets), stats.seconds
+            cumulative = list(accumulate(buckets))
+            served.add_metric([name], cumulative[-1])
+            bounds = [*(repr(b) for b in _LATENCY_BUCKETS), "+Inf"]
+            latency.add_metric([name], list(zip(bounds, cumulative, strict=True)), seconds)
+        yield served
+        yield latency

@@ -24,9 +24,15 @@ class SessionContext:
         self.decisions = decisions
         self.joiner = joiner
         self.metrics = metrics
-        self.catalogs: Mapping[str, Catalog] = {}
+        self._catalogs: Mapping[str, Catalog] = {}
+        self._priced: frozenset[str] = frozenset()  # event kinds some catalog's reward rules price
         self._accepted = metrics.session_events.labels("accepted")
         self._duplicate = metrics.session_events.labels("duplicate")
+
+    def use_catalogs(self, catalogs: Mapping[str, Catalog]) -> None:
+        """Credit rewards by these catalogs' rules from now on (start-up and reloads)."""
+        self._catalogs = catalogs
+        self._priced = frozenset(kind for catalog in catalogs.values() for kind in catalog.rules)
 
     async def track(self, events: Sequence[TrackedEvent], now: float) -> int:
         """Fold validated events into their sessions; returns how many were new (not duplicates)."""
@@ -41,8 +47,10 @@ class SessionContext:
             self._accepted.inc(len(applied))
             self._duplicate.inc(len(session_events) - len(applied))
             if open_decisions:
+                priced = self._priced  # an event no rule prices credits nothing: skip the open decisions
                 for i in applied:
-                    open_decisions = await self._credit(session_id, open_decisions, session_events[i])
+                    if session_events[i].kind in priced:
+                        open_decisions = await self._credit(session_id, open_decisions, session_events[i])
         return applied_total
 
     async def _credit(
@@ -51,7 +59,7 @@ class SessionContext:
         """Derive rewards for the session's open decisions from one event; returns those still open."""
         live: list[OpenDecision] = []
         done: list[OpenDecision] = []
-        catalogs = self.catalogs
+        catalogs = self._catalogs
         for open_decision in open_decisions:
             catalog = catalogs.get(open_decision.decision_point)
             rule = catalog.rules.get(event.kind) if catalog is not None else None

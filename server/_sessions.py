@@ -78,6 +78,10 @@ class SessionState:
     seen_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
     decisions: list[OpenDecision] = field(default_factory=list)
     shown: dict[str, dict[str, int]] = field(default_factory=dict)  # decision point -> action -> times
+    # The intent features that change only with events, and with what was shown, as VW text: filled by
+    # `_intent.intent_text`, cleared by whatever changes them (not part of the state itself).
+    timeless_text: str | None = field(default=None, init=False, repr=False, compare=False)
+    shown_text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def apply(self, event: TrackedEvent) -> bool:
         """Fold one event in; False if it is a duplicate (same id seen in this session)."""
@@ -87,6 +91,7 @@ class SessionState:
             self.seen_ids[event.id] = None
             if len(self.seen_ids) > MAX_SEEN_EVENT_IDS:
                 self.seen_ids.popitem(last=False)
+        self.timeless_text = None
         t = event.timestamp
         if self.events == 0:
             self.started_at = self.last_event_at = t
@@ -137,9 +142,12 @@ class SessionState:
             self.decisions.append(decision)
             if len(self.decisions) > MAX_OPEN_DECISIONS:
                 del self.decisions[0]
-        shown = self.shown.setdefault(decision.decision_point, {})
+        shown = self.shown.get(decision.decision_point)
+        if shown is None:
+            shown = self.shown[decision.decision_point] = {}
         if action_id in shown or sum(len(s) for s in self.shown.values()) < MAX_SHOWN:
             shown[action_id] = shown.get(action_id, 0) + 1
+            self.shown_text = None
 
 
 class SessionStore(Protocol):

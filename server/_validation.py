@@ -135,10 +135,12 @@ def tracked_events(
     valid: list[TrackedEvent] = []
     rejected: list[str] = []
     max_id = limits.max_id_bytes
+    quarter = max_id // 4  # a string this short cannot exceed max_id bytes in UTF-8: no encode needed
     for e in request.events:
+        session_id, product_id, category, event_id = e.session_id, e.product_id, e.category, e.id
         kind = _EVENT_KINDS.get(e.type)
         price, discount = e.price, e.discount
-        if not e.session_id:
+        if not session_id:
             reason = "missing_session_id"
         elif kind is None:
             reason = "unknown_type"
@@ -146,11 +148,11 @@ def tracked_events(
             reason = "bad_price"
         elif not math.isfinite(discount) or not 0.0 <= discount <= 1.0:
             reason = "bad_discount"
-        elif any(
-            len(s) > max_id // 4 and len(s.encode()) > max_id for s in (e.session_id, e.product_id, e.category, e.id)
+        elif max(len(session_id), len(product_id), len(category), len(event_id)) > quarter and any(
+            len(s.encode()) > max_id for s in (session_id, product_id, category, event_id)
         ):
             reason = "oversized_field"
-        elif len(e.attributes) > limits.max_context_features or not _finite_features(e.attributes):
+        elif e.attributes and (len(e.attributes) > limits.max_context_features or not _finite_features(e.attributes)):
             reason = "bad_attributes"
         else:
             timestamp = e.timestamp.seconds + e.timestamp.nanos / 1e9 if e.HasField("timestamp") else now
@@ -159,9 +161,7 @@ def tracked_events(
             elif timestamp < now - max_age:
                 reason = "stale_timestamp"
             else:
-                valid.append(
-                    TrackedEvent(e.session_id, kind, timestamp, e.product_id, e.category, price, discount, e.id)
-                )
+                valid.append(TrackedEvent(session_id, kind, timestamp, product_id, category, price, discount, event_id))
                 continue
         rejected.append(reason)
     return valid, rejected

@@ -35,9 +35,10 @@ METRICS = ("decisions_per_s", "p50_ms", "p90_ms", "p99_ms", "events_per_s", "rew
 
 
 class EchoProcess:
-    def __init__(self) -> None:
+    def __init__(self, vw: bool = False) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.load._echo", "--port", str(self.port)])
+        args = [sys.executable, "-m", "benchmarks.load._echo", "--port", str(self.port)] + (["--vw"] if vw else [])
+        self.proc = subprocess.Popen(args)
         grpc.channel_ready_future(grpc.insecure_channel(self.target)).result(timeout=30)
 
     @property

@@ -16,7 +16,7 @@ import grpc
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
-from ._traffic import ACTIONS
+from ._traffic import ACTIONS, vw_example
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -68,9 +68,36 @@ class Echo(pb_grpc.DecisionServiceServicer):
         return pb.DeleteSessionResponse()
 
 
-async def serve(port: int) -> None:
-    server = grpc.aio.server()
-    pb_grpc.add_DecisionServiceServicer_to_server(Echo(), server)
+class EchoWithVW(Echo):
+    """Echo plus the VW work a decision cannot do without, and nothing else: raw pylibvw predict and one
+    learn per decision, on examples of the size Tailor builds for this traffic (already encoded, cycling
+    through `EXAMPLES` distinct ones so VW's weight lookups miss caches as they do on live traffic).
+    Its throughput is the ceiling for any decision service on this transport that decides and learns
+    with VW in the serving process."""
+
+    EXAMPLES = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        from policies import LearningSpec, VWPolicy
+
+        self.policy = VWPolicy(LearningSpec())
+        self.examples = [vw_example(seed) for seed in range(self.EXAMPLES)]
+        self.text = "\n".join(self.examples[0][1])
+        self.decided = 0
+
+    async def Decide(self, request: pb.DecideRequest, context: Ctx) -> pb.DecideResponse:
+        shared, actions = self.examples[self.decided % self.EXAMPLES]
+        self.policy.predict(shared, actions, self.text)
+        self.policy.learn(shared, actions, self.decided % len(actions), -0.3, 0.2)
+        self.decided += 1
+        return self.response
+
+
+async def serve(port: int, vw: bool) -> None:
+    # Tailor's server options: no SO_REUSEPORT, so two servers can never share a port by accident.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_DecisionServiceServicer_to_server(EchoWithVW() if vw else Echo(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -82,7 +109,9 @@ async def serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument("--vw", action="store_true", help="also predict and learn with VW per decision")
+    args = parser.parse_args()
+    asyncio.run(serve(args.port, args.vw))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import yaml
@@ -19,12 +20,14 @@ EVENTS_EVERY = 4  # one TrackEvents message of 5 events every 4 decisions
 _KINDS = [pb.EVENT_TYPE_PAGE_VIEW, pb.EVENT_TYPE_PRODUCT_VIEW, pb.EVENT_TYPE_CLICK, pb.EVENT_TYPE_SEARCH]
 
 
+def action_features(i: int) -> dict[str, str | float]:
+    return {"style": f"s{i % 5}", "density": float(i % 7), "imagery": f"i{i % 3}"}
+
+
 def write_catalog(folder: Path) -> None:
     actions = [
-        {"id": a, "features": {"style": f"s{i % 5}", "density": float(i % 7), "imagery": f"i{i % 3}"},
-         "payload": {"template": f"{a}_v1"}}
-        for i, a in enumerate(ACTIONS)
-    ]  # fmt: skip
+        {"id": a, "features": action_features(i), "payload": {"template": f"{a}_v1"}} for i, a in enumerate(ACTIONS)
+    ]
     doc = {"decision_point": DECISION_POINT, "policy": {"reward_window_seconds": 30}, "actions": actions}
     (folder / f"{DECISION_POINT}.yaml").write_text(yaml.safe_dump(doc))
 
@@ -49,3 +52,23 @@ def events(rng: random.Random, session: int) -> pb.TrackEventsRequest:
             for _ in range(5)
         ]
     )
+
+
+def vw_example(seed: int = 0) -> tuple[str, tuple[str, ...]]:
+    """One Decide of this traffic as the VW example Tailor builds for it: the request's context, the intent
+    features of a session that sent 10 events and was shown every action, and the catalog's action lines."""
+    from policies import action_line, encode_features, shared_line
+    from server._intent import intent_features
+    from server._sessions import OpenDecision, SessionState, TrackedEvent
+
+    rng = random.Random(seed)
+    now = time.time()
+    session = SessionState("s", now - 60, now - 60, now)
+    for i, e in enumerate(event for _ in range(2) for event in events(rng, 0).events):
+        kind = pb.EventType.Name(e.type).removeprefix("EVENT_TYPE_").lower()
+        session.apply(TrackedEvent("s", kind, now - 60 + i, e.product_id, e.category, e.price, e.discount))  # type: ignore[arg-type]
+    for a in ACTIONS:
+        session.record_decision(OpenDecision(a, DECISION_POINT, now), a)
+    context = sorted((k, v.text or v.number) for k, v in decide_request(rng, 0).context.items())
+    shared = shared_line(encode_features(context), encode_features(intent_features(session, now)))
+    return shared, tuple(action_line(a, action_features(i)) for i, a in enumerate(ACTIONS))
