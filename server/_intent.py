@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from math import log1p
 
-from policies import encode_features
+from policies import encode_features, escape_key
 
 from ._sessions import EVENT_KINDS, SessionState
 
@@ -38,14 +38,14 @@ def intent_text(state: SessionState, now: float) -> str:
     """`intent_features` encoded for VW (namespace ``s``), for Decide.
 
     The same features, grouped (those that change with time, then those that change only with events,
-    then what was shown) and sorted by name within each group, so the same state is the same example in
-    every process. The two event-driven groups are encoded once per change of the state and cached on it:
+    then what was shown) and sorted within each group, so the same state is the same example in every
+    process. The two event-driven groups are encoded once per change of the state and cached on it:
     a Decide encodes only the handful of features that move with the clock."""
     timeless, shown = state.timeless_text, state.shown_text
     if timeless is None:
         timeless = state.timeless_text = _encode_sorted(_timeless(state))
     if shown is None:
-        shown = state.shown_text = _encode_sorted(_shown(state))
+        shown = state.shown_text = _shown_text(state)
     timed = _encode_sorted(_timed(state, now))
     return f"{timed} {timeless} {shown}" if shown else f"{timed} {timeless}"
 
@@ -69,14 +69,6 @@ def _timed(state: SessionState, now: float) -> list[Feature]:
         out.append(("search_per_min", _log(searches / max(age_minutes, 0.5))))
     if state.last_add_to_cart_at is not None:
         out.append(("since_add_to_cart", _log(now - state.last_add_to_cart_at)))
-    weights = state.category_weights(now)
-    total = sum(weights.values())
-    if total > 0:
-        # strongest first, ties by name: sort by name, then (stably) by weight, both in C
-        top = sorted(weights)
-        top.sort(key=weights.__getitem__, reverse=True)
-        out.append(("top_category", top[0]))
-        out += [(f"category_{c}", weights[c] / total) for c in top[:TOP_CATEGORIES]]
     return out
 
 
@@ -104,7 +96,31 @@ def _timeless(state: SessionState) -> list[Feature]:
         out.append(("price_level", mean_log_price))
         out.append(("price_band", _price_band(math.expm1(mean_log_price))))
         out.append(("discount_affinity", state.discount_total / state.priced))
+    if state.categories:
+        # Every category decays at the same rate, so their shares do not move with the clock: weigh them
+        # as of the latest category event. Strongest first, ties by name (sort by name, then stably by weight).
+        weights = state.category_weights(max(as_of for _, as_of in state.categories.values()))
+        total = sum(weights.values())
+        top = sorted(weights)
+        top.sort(key=weights.__getitem__, reverse=True)
+        out.append(("top_category", top[0]))
+        out += [(f"category_{c}", weights[c] / total) for c in top[:TOP_CATEGORIES]]
     return out
+
+
+def _shown_text(state: SessionState) -> str:
+    """`_shown` encoded: times shown are small counts, so each count's text is formatted once."""
+    tokens: list[str] = []
+    for point, actions in state.shown.items():
+        for a, n in actions.items():
+            count = _COUNT_TEXT[n] if n < len(_COUNT_TEXT) else f"{log1p(n):.9g}"
+            tokens.append(f"{escape_key(f'shown_{point}_{a}')}:{count}")
+    tokens.sort()
+    return " ".join(tokens)
+
+
+#: log1p(n) as `encode_features` writes it, for the counts a session's `shown` holds.
+_COUNT_TEXT = tuple(f"{log1p(n):.9g}" for n in range(1024))
 
 
 def _shown(state: SessionState) -> list[Feature]:
