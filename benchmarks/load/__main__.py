@@ -1,23 +1,38 @@
-"""Load benchmark: `tailor serve` against an echo gRPC server of the same server type, in one run.
+"""Load benchmark: `tailor serve` against the transport floor, in one run.
 
-    .venv/bin/python -m benchmarks.load [--seconds 5] [--repeats 3]
+    .venv/bin/python -m benchmarks.load [--seconds 5] [--repeats 3] [--no-processes]
 
-Both servers get identical traffic from a load generator in its own process (`_loadgen.py`): shoppers
+Three servers get identical traffic from a load generator in its own process (`_loadgen.py`): shoppers
 with behaviour events, Decide with 15 catalog actions and 20 context features, rewards for 30% of the
-decisions; closed loop at 1, 32 and 128 in flight, open loop at 500 and 1,000 decisions/s. Runs are
-interleaved (echo, Tailor, echo, ...) so machine noise hits both alike; each figure is the median over
-repeats, with Tailor's ratio to echo. Server CPU per decision and peak RSS come from /proc.
-Writes results.json and results.md beside this file (or --out).
+decisions; closed loop at 1, 32 and 128 in flight, open loop at 500 and 1,000 decisions/s.
+
+- echo: a grpc.aio DecisionService of Tailor's server type answering a canned response of Tailor's size
+  (the transport floor the performance targets are ratios to);
+- echo+VW: the same, plus raw VW predict and learn per decision on examples of Tailor's size (the ceiling
+  for any service on this transport that decides and learns with VW in the serving process);
+- Tailor: `tailor serve` on the embedded default.
+
+Runs are interleaved (echo, echo+VW, Tailor, echo, ...) so machine noise hits all alike; each figure is
+the median over repeats. Server CPU per decision comes from /proc, the load generator's from its rusage.
+
+Then (unless --no-processes) the same traffic against 1 and 2 serving processes: echo processes, and
+Tailor in Redis mode (replicas sharing state in a private redis-server, with `tailor learn`), to show how
+throughput and CPU per decision move with processes on this machine. Writes results.json and results.md
+beside this file (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,13 +40,17 @@ from typing import Any
 import grpc
 
 from benchmarks._results import publish
-from server._launcher import ServeProcess, cpu_seconds, free_port
+from server._launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds, free_port
 
 from ._traffic import write_catalog
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = (("closed", 1), ("closed", 32), ("closed", 128), ("open", 500), ("open", 1000))
-METRICS = ("decisions_per_s", "p50_ms", "p90_ms", "p99_ms", "events_per_s", "rewards_per_s", "cpu_us_per_decision")
+PROCESS_CONFIGS = (("closed", 32), ("closed", 128))
+METRICS = (
+    "decisions_per_s", "p50_ms", "p90_ms", "p99_ms", "events_per_s", "rewards_per_s",
+    "cpu_us_per_decision", "client_cpu_us_per_decision",
+)  # fmt: skip
 
 
 class EchoProcess:
@@ -39,7 +58,7 @@ class EchoProcess:
         self.port = free_port()
         args = [sys.executable, "-m", "benchmarks.load._echo", "--port", str(self.port)] + (["--vw"] if vw else [])
         self.proc = subprocess.Popen(args)
-        grpc.channel_ready_future(grpc.insecure_channel(self.target)).result(timeout=30)
+        grpc.channel_ready_future(grpc.insecure_channel(self.target)).result(timeout=60)
 
     @property
     def target(self) -> str:
@@ -48,6 +67,14 @@ class EchoProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+class Deployment:
+    """What one load run is aimed at: the addresses to spread shoppers over, the pids doing server work."""
+
+    def __init__(self, targets: Sequence[str], pids: Sequence[int]) -> None:
+        self.targets = ",".join(targets)
+        self.pids = list(pids)
 
 
 def median(results: list[dict[str, float]]) -> dict[str, float]:
@@ -61,66 +88,133 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def load(target: str, pid: int, mode: str, n: int, seconds: float) -> dict[str, float]:
-    before = cpu_seconds(pid)
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load(deployment: Deployment, mode: str, n: int, seconds: float) -> dict[str, float]:
+    before, client_before = sum(cpu_seconds(p) for p in deployment.pids), children_cpu()
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.load._loadgen", target, mode, str(n), str(seconds)],
-        capture_output=True, text=True, check=True, timeout=seconds * 10 + 60,
+        [sys.executable, "-m", "benchmarks.load._loadgen", deployment.targets, mode, str(n), str(seconds)],
+        capture_output=True, text=True, timeout=seconds * 10 + 60,
     )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed against {deployment.targets}:\n{out.stderr[-3000:]}")
     result: dict[str, float] = json.loads(out.stdout)
-    result["cpu_us_per_decision"] = (cpu_seconds(pid) - before) / max(1, result["decisions"]) * 1e6
+    decisions = max(1, result["decisions"])
+    result["cpu_us_per_decision"] = (sum(cpu_seconds(p) for p in deployment.pids) - before) / decisions * 1e6
+    result["client_cpu_us_per_decision"] = (children_cpu() - client_before) / decisions * 1e6
     return result
+
+
+def run_interleaved(
+    deployments: dict[str, Deployment], configs: Sequence[tuple[str, int]], seconds: float, repeats: int
+) -> dict[str, dict[str, list[dict[str, float]]]]:
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in deployments}
+    for deployment in deployments.values():  # warm up: models, caches, connections
+        load(deployment, "closed", 32, 2.0)
+    for r in range(repeats):
+        for mode, n in configs:
+            for name, deployment in deployments.items():
+                run = load(deployment, mode, n, seconds)
+                runs[name].setdefault(f"{mode} {n}", []).append(run)
+                print(f"repeat {r + 1} {mode:6} {n:5} {name:16} {run['decisions_per_s']:8.0f}/s "
+                      f"p99 {run['p99_ms']:7.2f} ms  cpu {run['cpu_us_per_decision']:5.0f} µs", flush=True)  # fmt: skip
+    return runs
+
+
+@contextlib.contextmanager
+def transport_floor_and_tailor(catalogs: Path, data: Path) -> Iterator[dict[str, Deployment]]:
+    echo, echo_vw = EchoProcess(), EchoProcess(vw=True)
+    tailor = ServeProcess(catalogs, data).start()
+    assert tailor.proc is not None
+    try:
+        yield {
+            "echo": Deployment([echo.target], [echo.proc.pid]),
+            "echo+VW": Deployment([echo_vw.target], [echo_vw.proc.pid]),
+            "tailor": Deployment([tailor.target], [tailor.proc.pid]),
+        }
+    finally:
+        echo.stop()
+        echo_vw.stop()
+        tailor.stop()
+
+
+@contextlib.contextmanager
+def process_deployments(catalogs: Path, tmp: Path) -> Iterator[dict[str, Deployment]]:
+    """1 and 2 echo processes; Tailor in Redis mode with 1 and 2 replicas (each with a learner and Redis)."""
+    stack = contextlib.ExitStack()
+    with stack:
+        deployments: dict[str, Deployment] = {}
+        for count in (1, 2):
+            echoes = [EchoProcess() for _ in range(count)]
+            for e in echoes:
+                stack.callback(e.stop)
+            deployments[f"echo x{count}"] = Deployment([e.target for e in echoes], [e.proc.pid for e in echoes])
+        for count in (1, 2):
+            redis = RedisProcess().start()
+            stack.callback(redis.stop)
+            prefix = f"load-{uuid.uuid4().hex[:8]}"
+            args = ["--redis-url", redis.url, "--redis-prefix", prefix]
+            learner = LearnProcess(catalogs, redis.url, prefix, tmp / f"learn-{count}.log").start()
+            stack.callback(learner.stop)
+            replicas = []
+            for i in range(count):
+                replica = ServeProcess(catalogs, tmp / f"data-{count}-{i}", args).start()
+                stack.callback(replica.stop)
+                replicas.append(replica)
+            pids = [r.proc.pid for r in replicas if r.proc] + [p.pid for p in (learner.proc, redis.proc) if p]
+            deployments[f"tailor redis x{count}"] = Deployment([r.target for r in replicas], pids)
+        yield deployments
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="per run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-processes", action="store_true", help="skip the 1-vs-2 serving processes runs")
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tailor-load-") as tmp:
         catalogs = Path(tmp) / "catalogs"
         catalogs.mkdir()
         write_catalog(catalogs)
-        echo = EchoProcess()
-        tailor = ServeProcess(catalogs, Path(tmp) / "data").start()
-        assert tailor.proc is not None
-        servers = {"echo": (echo.target, echo.proc.pid), "tailor": (tailor.target, tailor.proc.pid)}
-        runs: dict[str, dict[str, list[dict[str, float]]]] = {s: {} for s in servers}
-        try:
-            for target, pid in servers.values():  # warm up: models, caches, connections
-                load(target, pid, "closed", 32, 2.0)
-            for r in range(args.repeats):
-                for mode, n in CONFIGS:
-                    for name, (target, pid) in servers.items():
-                        run = load(target, pid, mode, n, args.seconds)
-                        runs[name].setdefault(f"{mode} {n}", []).append(run)
-                        print(f"repeat {r + 1} {mode:6} {n:5} {name:6} {run['decisions_per_s']:8.0f}/s "
-                              f"p99 {run['p99_ms']:7.2f} ms", flush=True)  # fmt: skip
-            rss = {name: peak_rss_mb(pid) for name, (_, pid) in servers.items()}
-        finally:
-            echo.stop()
-            tailor.stop()
-    medians = {name: {config: median(results) for config, results in c.items()} for name, c in runs.items()}
+        with transport_floor_and_tailor(catalogs, Path(tmp) / "data") as deployments:
+            runs = run_interleaved(deployments, CONFIGS, args.seconds, args.repeats)
+            rss = {name: peak_rss_mb(d.pids[0]) for name, d in deployments.items()}
+        process_runs: dict[str, dict[str, list[dict[str, float]]]] = {}
+        if not args.no_processes:
+            with process_deployments(catalogs, Path(tmp)) as deployments:
+                process_runs = run_interleaved(deployments, PROCESS_CONFIGS, args.seconds, args.repeats)
+
+    def medians(r: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, dict[str, dict[str, float]]]:
+        return {name: {config: median(results) for config, results in c.items()} for name, c in r.items()}
+
+    command = ".venv/bin/python -m benchmarks.load" + (" --no-processes" if args.no_processes else "")
     result: dict[str, Any] = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": ".venv/bin/python -m benchmarks.load",
+        "command": command,
         "seconds": args.seconds,
         "repeats": args.repeats,
-        "medians": medians,
+        "medians": medians(runs),
+        "process_medians": medians(process_runs),
         "peak_rss_mb": rss,
         "runs": runs,
+        "process_runs": process_runs,
     }
-    table = report(result)
-    publish(args.out, result, table)
+    publish(args.out, result, report(result))
     return 0
 
 
 def report(r: dict[str, Any]) -> str:
-    echo, tailor = r["medians"]["echo"], r["medians"]["tailor"]
+    m = r["medians"]
+    echo, vw, tailor = m["echo"], m["echo+VW"], m["tailor"]
     lines = [
-        f"Measured {r['when']}; {r['repeats']} repeats of {r['seconds']:g} s per configuration, medians. "
-        f"Command: `{r['command']}`.",
+        f"Measured {r['when']}; {r['repeats']} interleaved repeats of {r['seconds']:g} s per configuration, "
+        f"medians. Command: `{r['command']}`.",
+        "",
+        "**Tailor against the echo server** (the performance targets):",
         "",
         "| load | decisions/s (x echo) | p50 ms (x echo) | p90 ms (x echo) | p99 ms (x echo) | events/s | rewards/s "
         "| server CPU µs/decision (x echo) |",
@@ -129,18 +223,58 @@ def report(r: dict[str, Any]) -> str:
     for config in echo:
         e, t = echo[config], tailor[config]
 
-        def cell(m: str, fmt: str = ".2f") -> str:
-            return f"{t[m]:{fmt}} ({t[m] / e[m]:.2f}x)"  # noqa: B023
+        def cell(metric: str, fmt: str = ".2f") -> str:
+            return f"{t[metric]:{fmt}} ({t[metric] / e[metric]:.2f}x)"  # noqa: B023
 
         lines.append(
             f"| {config} | {cell('decisions_per_s', '.0f')} | {cell('p50_ms')} | {cell('p90_ms')} | {cell('p99_ms')} "
             f"| {t['events_per_s']:.0f} | {t['rewards_per_s']:.0f} | {cell('cpu_us_per_decision', '.0f')} |"
         )
+    lines += [
+        "",
+        "**The three servers side by side**: echo+VW is echo plus raw VW predict and learn per decision, the "
+        "ceiling for deciding and learning in the serving process; the last column is Tailor's own overhead "
+        "over that ceiling.",
+        "",
+        "| load | echo /s | echo+VW /s (x echo) | Tailor /s (x echo+VW) | server CPU µs/decision: echo / echo+VW / "
+        "Tailor | load generator CPU µs/decision | p99 ms: echo / echo+VW / Tailor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for config in echo:
+        e, v, t = echo[config], vw[config], tailor[config]
+        lines.append(
+            f"| {config} | {e['decisions_per_s']:.0f} | {v['decisions_per_s']:.0f} "
+            f"({v['decisions_per_s'] / e['decisions_per_s']:.2f}x) | {t['decisions_per_s']:.0f} "
+            f"({t['decisions_per_s'] / v['decisions_per_s']:.2f}x) | {e['cpu_us_per_decision']:.0f} / "
+            f"{v['cpu_us_per_decision']:.0f} / {t['cpu_us_per_decision']:.0f} | {t['client_cpu_us_per_decision']:.0f} "
+            f"| {e['p99_ms']:.2f} / {v['p99_ms']:.2f} / {t['p99_ms']:.2f} |"
+        )
     rss = r["peak_rss_mb"]
     lines += [
         "",
-        f"Peak RSS: Tailor {rss['tailor']:.0f} MB, echo {rss['echo']:.0f} MB ({rss['tailor'] / rss['echo']:.2f}x).",
+        f"Peak RSS: Tailor {rss['tailor']:.0f} MB, echo+VW {rss['echo+VW']:.0f} MB, echo {rss['echo']:.0f} MB.",
     ]
+    p = r["process_medians"]
+    if p:
+        lines += [
+            "",
+            "**Serving processes** (closed loop, shoppers spread over the processes; Tailor in Redis mode, CPU of "
+            "every server-side process: replicas, `tailor learn`, redis-server):",
+            "",
+            "| load | deployment | decisions/s (x 1 process) | p99 ms | server CPU µs/decision |",
+            "|---|---|---|---|---|",
+        ]
+        for config in PROCESS_CONFIGS:
+            key = f"{config[0]} {config[1]}"
+            for kind in ("echo", "tailor redis"):
+                one = p[f"{kind} x1"][key]["decisions_per_s"]
+                for count in (1, 2):
+                    run = p[f"{kind} x{count}"][key]
+                    rate = run["decisions_per_s"]
+                    lines.append(
+                        f"| {key} | {kind} x{count} | {rate:.0f} ({rate / one:.2f}x) "
+                        f"| {run['p99_ms']:.2f} | {run['cpu_us_per_decision']:.0f} |"
+                    )
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,10 @@
-"""The load generator, in a process of its own: python -m benchmarks.load._loadgen TARGET MODE N SECONDS
+"""The load generator, in a process of its own: python -m benchmarks.load._loadgen TARGETS MODE N SECONDS
 
 MODE closed: N shoppers in flight, each looping events (every 4th decision), Decide, reward (30%).
 MODE open: Decide started at a fixed rate of N per second, whatever the server's pace, latency counted
 from the scheduled start (so queueing shows), with the same events and rewards mix.
+TARGETS is one host:port, or several separated by commas (replicas sharing state in Redis): shoppers are
+spread over them round-robin, each with one channel and one rewards stream per target.
 Prints one JSON object: decisions/s, Decide latency percentiles, events/s, rewards/s.
 """
 
@@ -13,6 +15,7 @@ import json
 import random
 import sys
 import time
+from itertools import cycle
 from typing import Any
 
 import grpc
@@ -53,6 +56,19 @@ class Rewards:
         await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=30)
 
 
+class Target:
+    """One server: a channel, its stub and its rewards stream."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.stub: Stub = pb_grpc.DecisionServiceStub(self.channel)
+        self.rewards = Rewards(self.stub)
+
+    async def close(self) -> None:
+        await self.rewards.close()
+        await self.channel.close(grace=None)
+
+
 class Shopper:
     def __init__(self, stub: Stub, rewards: Rewards, seed: int) -> None:
         self.stub = stub
@@ -72,10 +88,10 @@ class Shopper:
             self.rewards.send(decision.event_id, index)
 
 
-async def closed(stub: Stub, rewards: Rewards, n: int, seconds: float) -> tuple[list[float], int]:
+async def closed(targets: list[Target], n: int, seconds: float) -> tuple[list[float], int]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
-    shoppers = [Shopper(stub, rewards, seed) for seed in range(n)]
+    shoppers = [Shopper(t.stub, t.rewards, seed) for seed, t in zip(range(n), cycle(targets), strict=False)]
 
     async def loop(shopper: Shopper, offset: int) -> None:
         i = offset
@@ -87,9 +103,9 @@ async def closed(stub: Stub, rewards: Rewards, n: int, seconds: float) -> tuple[
     return latencies, sum(s.events for s in shoppers)
 
 
-async def open_loop(stub: Stub, rewards: Rewards, rate: int, seconds: float) -> tuple[list[float], int]:
+async def open_loop(targets: list[Target], rate: int, seconds: float) -> tuple[list[float], int]:
     latencies: list[float] = []
-    shopper = Shopper(stub, rewards, 1)
+    shoppers = [Shopper(t.stub, t.rewards, k + 1) for k, t in enumerate(targets)]
     start = time.perf_counter()
     tasks = []
     for i in range(int(rate * seconds)):
@@ -97,26 +113,25 @@ async def open_loop(stub: Stub, rewards: Rewards, rate: int, seconds: float) -> 
         delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(shopper.step(i, latencies, started=at)))
+        tasks.append(asyncio.create_task(shoppers[i % len(shoppers)].step(i, latencies, started=at)))
     await asyncio.gather(*tasks)
-    return latencies, shopper.events
+    return latencies, sum(s.events for s in shoppers)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] if sorted_values else float("nan")
 
 
-async def main(target: str, mode: str, n: int, seconds: float) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.DecisionServiceStub(channel)
-        rewards = Rewards(stub)
-        started = time.perf_counter()
-        if mode == "closed":
-            latencies, tracked = await closed(stub, rewards, n, seconds)
-        else:
-            latencies, tracked = await open_loop(stub, rewards, n, seconds)
-        elapsed = time.perf_counter() - started
-        await rewards.close()
+async def main(addresses: str, mode: str, n: int, seconds: float) -> dict[str, float]:
+    targets = [Target(address) for address in addresses.split(",")]
+    started = time.perf_counter()
+    if mode == "closed":
+        latencies, tracked = await closed(targets, n, seconds)
+    else:
+        latencies, tracked = await open_loop(targets, n, seconds)
+    elapsed = time.perf_counter() - started
+    for target in targets:
+        await target.close()
     latencies.sort()
     return {
         "decisions": len(latencies),
@@ -126,7 +141,7 @@ async def main(target: str, mode: str, n: int, seconds: float) -> dict[str, floa
         "p90_ms": percentile(latencies, 0.9) * 1e3,
         "p99_ms": percentile(latencies, 0.99) * 1e3,
         "events_per_s": tracked / elapsed,
-        "rewards_per_s": rewards.answered / elapsed,
+        "rewards_per_s": sum(t.rewards.answered for t in targets) / elapsed,
     }
 
 
