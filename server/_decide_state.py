@@ -8,7 +8,7 @@ round trips whatever the stores behind it.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
@@ -16,6 +16,7 @@ from ._decision_log import DecisionLog, DecisionRecord
 from ._metrics import Metrics
 from ._redis_decisions import RedisDecisionLog
 from ._redis_keys import unavailable_on_error
+from ._redis_scripts import run_scripts
 from ._redis_sessions import RedisSessionStore
 from ._sessions import OpenDecision, SessionState, SessionStore
 
@@ -57,6 +58,7 @@ class RedisDecideState:
         self.client = client
         self.sessions = sessions
         self.decisions = decisions
+        self._scripts = (*decisions.scripts, *sessions.scripts)
         self._reads = metrics.redis_round_trips.labels("decide_read")
         self._writes = metrics.redis_round_trips.labels("decide_write")
 
@@ -76,9 +78,11 @@ class RedisDecideState:
     @unavailable_on_error
     async def write(self, record: DecisionRecord, action_id: str) -> bool:
         opened = OpenDecision(record.event_id, record.decision_point, record.created_at)
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self.decisions.queue_add(pipe, record)
-            await self.sessions.queue_record_decision(pipe, record.session_id, opened, action_id, logged=True)
-            await pipe.execute()
+
+        def build(pipe: Any) -> None:
+            self.decisions.queue_add(pipe, record)
+            self.sessions.queue_record_decision(pipe, record.session_id, opened, action_id, logged=True)
+
+        await run_scripts(self.client, build, self._scripts)
         self._writes.inc()
         return True

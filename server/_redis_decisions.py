@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from ._decision_log import DecisionRecord, JoinStatus, Source
 from ._redis_keys import unavailable_on_error
+from ._redis_scripts import LuaScript, run_scripts
 
 # Shared by the scripts: mark a decision learned and append it to the shard's learn stream.
 _HAND_OFF = """
@@ -165,10 +166,11 @@ class RedisDecisionLog:
         self.client = client
         self.prefix = prefix
         self.shards = [ShardKeys(prefix, i) for i in range(shards)]
-        self._add = client.register_script(_ADD)
-        self._join = client.register_script(_JOIN)
-        self._activate = client.register_script(_ACTIVATE)
-        self._close = client.register_script(_CLOSE)
+        self._add = LuaScript(client, _ADD)
+        self._join = LuaScript(client, _JOIN)
+        self._activate = LuaScript(client, _ACTIVATE)
+        self._close = LuaScript(client, _CLOSE)
+        self.scripts = (self._add, self._join, self._activate, self._close)
 
     def shard(self, event_id: str) -> ShardKeys:
         return self.shards[zlib.crc32(event_id.encode()) % len(self.shards)]
@@ -177,8 +179,8 @@ class RedisDecisionLog:
         s = self.shard(event_id)
         return [s.record(event_id), s.reward_ids(event_id), s.due, s.stream]
 
-    async def queue_add(self, pipe: Any, record: DecisionRecord) -> None:
-        """Queue the decision's atomic write (hash, expiry, window deadline) on a pipeline."""
+    def queue_add(self, pipe: Any, record: DecisionRecord) -> None:
+        """Queue the decision's atomic write (hash, expiry, window deadline) on a pipeline (`run_scripts`)."""
         s = self.shard(record.event_id)
         fields: dict[str, str] = {
             "doc": json.dumps(record.to_json(), separators=(",", ":")),
@@ -199,7 +201,7 @@ class RedisDecisionLog:
         args: list[Any] = [int(record.expires_at * 1000) + 1, due, record.event_id]
         for name, value in fields.items():
             args += [name, value]
-        await self._add(keys=[s.record(record.event_id), s.due], args=args, client=pipe)
+        self._add.queue(pipe, [s.record(record.event_id), s.due], args)
 
     def queue_get(self, pipe: Any, event_id: str) -> None:
         """Queue the reads of a decision (two replies, for `parse_get`)."""
@@ -215,9 +217,7 @@ class RedisDecisionLog:
 
     @unavailable_on_error
     async def add(self, record: DecisionRecord) -> bool:
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self.queue_add(pipe, record)
-            await pipe.execute()
+        await run_scripts(self.client, lambda pipe: self.queue_add(pipe, record), self.scripts)
         return True
 
     @unavailable_on_error
@@ -239,10 +239,12 @@ class RedisDecisionLog:
     @unavailable_on_error
     async def close_windows(self, now: float, limit: int = 500) -> int:
         """Close due windows in every shard: one script per shard, all in one pipelined round trip."""
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Any) -> None:
             for s in self.shards:
-                await self._close(keys=[s.due, s.stream], args=[_fmt(now), s.prefix, limit], client=pipe)
-            replies = await pipe.execute()
+                self._close.queue(pipe, [s.due, s.stream], [_fmt(now), s.prefix, limit])
+
+        replies = await run_scripts(self.client, build, self.scripts)
         return sum(int(n) for n in replies)
 
     @unavailable_on_error

@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._redis_keys import SessionKeys, unavailable_on_error
+from ._redis_scripts import LuaScript, run_scripts
 from ._sessions import (
     _DECAY,
     MAX_CART_ITEMS,
@@ -151,17 +152,18 @@ class RedisSessionStore:
         self.client = client
         self.prefix = prefix
         self.ttl = max(1, round(ttl_seconds))
-        self._fold = client.register_script(_FOLD)
-        self._record = client.register_script(_RECORD_DECISION)
+        self._fold = LuaScript(client, _FOLD)
+        self._record = LuaScript(client, _RECORD_DECISION)
+        self.scripts = (self._fold, self._record)
 
     def keys(self, session_id: str) -> SessionKeys:
         return SessionKeys(self.prefix, session_id)
 
-    async def _queue_fold(self, pipe: Any, session_id: str, events: Sequence[TrackedEvent], now: float) -> None:
+    def _queue_fold(self, pipe: Any, session_id: str, events: Sequence[TrackedEvent], now: float) -> None:
         args: list[Any] = [repr(now), self.ttl, repr(_DECAY), MAX_CART_ITEMS, MAX_CATEGORIES, MAX_SEEN_EVENT_IDS]
         for e in events:
             args += [e.kind, repr(e.timestamp), e.product_id, e.category, repr(e.price), repr(e.discount), e.id]
-        await self._fold(keys=self.keys(session_id).all(), args=args, client=pipe)
+        self._fold.queue(pipe, self.keys(session_id).all(), args)
 
     @unavailable_on_error
     async def apply(
@@ -175,28 +177,32 @@ class RedisSessionStore:
         self, events: Mapping[str, Sequence[TrackedEvent]], now: float
     ) -> dict[str, tuple[list[int], list[OpenDecision]]]:
         """Fold several sessions' events in one pipelined round trip (one script per session)."""
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Any) -> None:
             for session_id, batch in events.items():
-                await self._queue_fold(pipe, session_id, batch, now)
-            replies = await pipe.execute()
+                self._queue_fold(pipe, session_id, batch, now)
+
+        replies = await run_scripts(self.client, build, self.scripts)
         return {
             session_id: ([int(i) for i in applied], [_open_decision(_text(x)) for x in entries])
             for session_id, (applied, entries) in zip(events, replies, strict=True)
         }
 
-    async def queue_record_decision(
+    def queue_record_decision(
         self, pipe: Any, session_id: str, decision: OpenDecision, action_id: str, logged: bool
     ) -> None:
         field = f"{decision.decision_point}\t{action_id}"
         args: list[Any] = [repr(decision.decided_at), self.ttl, _decision_entry(decision), field]
         args += ["1" if logged else "0", MAX_OPEN_DECISIONS, MAX_SHOWN]
-        await self._record(keys=self.keys(session_id).all(), args=args, client=pipe)
+        self._record.queue(pipe, self.keys(session_id).all(), args)
 
     @unavailable_on_error
     async def record_decision(self, session_id: str, decision: OpenDecision, action_id: str, logged: bool) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self.queue_record_decision(pipe, session_id, decision, action_id, logged)
-            await pipe.execute()
+        await run_scripts(
+            self.client,
+            lambda pipe: self.queue_record_decision(pipe, session_id, decision, action_id, logged),
+            self.scripts,
+        )
 
     @unavailable_on_error
     async def drop_decisions(self, session_id: str, decisions: Sequence[OpenDecision]) -> None:

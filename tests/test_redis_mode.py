@@ -119,6 +119,30 @@ def test_decided_on_one_replica_rewarded_through_the_other_learned_once(cluster:
     assert added == 30  # each decision handed to the learner exactly once
 
 
+def command_calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_decision_is_two_round_trips_and_survives_a_flushed_script_cache(cluster: Cluster) -> None:
+    a = cluster.replica()
+    client = cluster.redis.client()
+    a.client.track_events([pb.SessionEvent(session_id="s1", type=E.EVENT_TYPE_CLICK, category="shoes")])
+    a.client.decide("s1", "home_layout")  # scripts loaded
+    exists, evalsha = command_calls(client, "script|exists"), command_calls(client, "evalsha")
+    for i in range(10):
+        a.client.decide("s1", "home_layout", event_id=f"rt-{i}")
+    # the write is the decision's script and the session's, in the same pipeline as each other, and
+    # nothing asks Redis whether it has the scripts (which would be a third round trip)
+    assert command_calls(client, "script|exists") == exists
+    assert command_calls(client, "evalsha") == evalsha + 20
+    client.script_flush()  # as after a Redis restart: the scripts are gone
+    d = a.client.decide("s1", "home_layout", event_id="after-flush")
+    assert a.client.report_rewards([(d.event_id, 1.0, "r")])[0].status == pb.REWARD_STATUS_ACCEPTED  # it was logged
+    a.client.track_events([pb.SessionEvent(session_id="s1", type=E.EVENT_TYPE_CLICK, category="bags")])
+    client.close()
+
+
 def test_sessions_are_shared_by_the_replicas(cluster: Cluster) -> None:
     a, b = cluster.replica(), cluster.replica()
     a.client.track_events([pb.SessionEvent(session_id="s1", type=E.EVENT_TYPE_CLICK, category="shoes", id="e1")])
