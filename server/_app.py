@@ -221,9 +221,12 @@ class TailorServer:
             if found is None or found.fingerprint != model.fingerprint or found.seq == model.seq:
                 continue
             blob = await self.model_store.blob(found)
-            if blob is not None and self.models.install(
-                model.decision_point, policy_from_bytes(model.spec, blob), found.seq, found.saved_at
-            ):
+            if blob is None:
+                continue
+            # Building a VW workspace from a model takes ~10 ms, mostly outside the GIL: in a thread the
+            # loop keeps serving meanwhile; only the swap happens on it.
+            policy = await asyncio.to_thread(policy_from_bytes, model.spec, blob)
+            if self.models.install(model.decision_point, policy, found.seq, found.saved_at):
                 log.info("serving published model %s for %s", found.version, model.decision_point)
 
     async def _snapshots(self) -> None:

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,15 +70,17 @@ class EchoProcess:
 
 
 class Deployment:
-    """What one load run is aimed at: the addresses to spread shoppers over, the pids doing server work."""
+    """What one load run is aimed at: the addresses to spread shoppers over, and the pids doing server work
+    by role (serving processes first)."""
 
-    def __init__(self, targets: Sequence[str], pids: Sequence[int]) -> None:
+    def __init__(self, targets: Sequence[str], roles: Mapping[str, Sequence[int]]) -> None:
         self.targets = ",".join(targets)
-        self.pids = list(pids)
+        self.roles = {role: list(pids) for role, pids in roles.items()}
+        self.pids = [pid for pids in self.roles.values() for pid in pids]
 
 
 def median(results: list[dict[str, float]]) -> dict[str, float]:
-    return {m: statistics.median(run[m] for run in results) for m in METRICS}
+    return {m: statistics.median(run[m] for run in results) for m in results[0] if m in METRICS or "cpu" in m}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -94,7 +96,8 @@ def children_cpu() -> float:
 
 
 def load(deployment: Deployment, mode: str, n: int, seconds: float) -> dict[str, float]:
-    before, client_before = sum(cpu_seconds(p) for p in deployment.pids), children_cpu()
+    before = {role: sum(cpu_seconds(p) for p in pids) for role, pids in deployment.roles.items()}
+    client_before = children_cpu()
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.load._loadgen", deployment.targets, mode, str(n), str(seconds)],
         capture_output=True, text=True, timeout=seconds * 10 + 60,
@@ -103,7 +106,9 @@ def load(deployment: Deployment, mode: str, n: int, seconds: float) -> dict[str,
         raise RuntimeError(f"load generator failed against {deployment.targets}:\n{out.stderr[-3000:]}")
     result: dict[str, float] = json.loads(out.stdout)
     decisions = max(1, result["decisions"])
-    result["cpu_us_per_decision"] = (sum(cpu_seconds(p) for p in deployment.pids) - before) / decisions * 1e6
+    for role, pids in deployment.roles.items():
+        result[f"cpu_us_per_decision_{role}"] = (sum(cpu_seconds(p) for p in pids) - before[role]) / decisions * 1e6
+    result["cpu_us_per_decision"] = sum(result[f"cpu_us_per_decision_{role}"] for role in deployment.roles)
     result["client_cpu_us_per_decision"] = (children_cpu() - client_before) / decisions * 1e6
     return result
 
@@ -131,9 +136,9 @@ def transport_floor_and_tailor(catalogs: Path, data: Path) -> Iterator[dict[str,
     assert tailor.proc is not None
     try:
         yield {
-            "echo": Deployment([echo.target], [echo.proc.pid]),
-            "echo+VW": Deployment([echo_vw.target], [echo_vw.proc.pid]),
-            "tailor": Deployment([tailor.target], [tailor.proc.pid]),
+            "echo": Deployment([echo.target], {"serve": [echo.proc.pid]}),
+            "echo+VW": Deployment([echo_vw.target], {"serve": [echo_vw.proc.pid]}),
+            "tailor": Deployment([tailor.target], {"serve": [tailor.proc.pid]}),
         }
     finally:
         echo.stop()
@@ -151,7 +156,9 @@ def process_deployments(catalogs: Path, tmp: Path) -> Iterator[dict[str, Deploym
             echoes = [EchoProcess() for _ in range(count)]
             for e in echoes:
                 stack.callback(e.stop)
-            deployments[f"echo x{count}"] = Deployment([e.target for e in echoes], [e.proc.pid for e in echoes])
+            deployments[f"echo x{count}"] = Deployment(
+                [e.target for e in echoes], {"serve": [e.proc.pid for e in echoes]}
+            )
         for count in (1, 2):
             redis = RedisProcess().start()
             stack.callback(redis.stop)
@@ -164,8 +171,13 @@ def process_deployments(catalogs: Path, tmp: Path) -> Iterator[dict[str, Deploym
                 replica = ServeProcess(catalogs, tmp / f"data-{count}-{i}", args).start()
                 stack.callback(replica.stop)
                 replicas.append(replica)
-            pids = [r.proc.pid for r in replicas if r.proc] + [p.pid for p in (learner.proc, redis.proc) if p]
-            deployments[f"tailor redis x{count}"] = Deployment([r.target for r in replicas], pids)
+            assert learner.proc is not None and redis.proc is not None
+            roles = {
+                "serve": [r.proc.pid for r in replicas if r.proc],
+                "learn": [learner.proc.pid],
+                "redis": [redis.proc.pid],
+            }
+            deployments[f"tailor redis x{count}"] = Deployment([r.target for r in replicas], roles)
         yield deployments
 
 
@@ -261,7 +273,8 @@ def report(r: dict[str, Any]) -> str:
             "**Serving processes** (closed loop, shoppers spread over the processes; Tailor in Redis mode, CPU of "
             "every server-side process: replicas, `tailor learn`, redis-server):",
             "",
-            "| load | deployment | decisions/s (x 1 process) | p99 ms | server CPU µs/decision |",
+            "| load | deployment | decisions/s (x 1 process) | p99 ms | server CPU µs/decision (serving / learner / "
+            "Redis) |",
             "|---|---|---|---|---|",
         ]
         for config in PROCESS_CONFIGS:
@@ -271,9 +284,11 @@ def report(r: dict[str, Any]) -> str:
                 for count in (1, 2):
                     run = p[f"{kind} x{count}"][key]
                     rate = run["decisions_per_s"]
+                    parts = " / ".join(f"{run[f'cpu_us_per_decision_{r}']:.0f}" for r in ("serve", "learn", "redis")
+                                       if f"cpu_us_per_decision_{r}" in run)  # fmt: skip
                     lines.append(
                         f"| {key} | {kind} x{count} | {rate:.0f} ({rate / one:.2f}x) "
-                        f"| {run['p99_ms']:.2f} | {run['cpu_us_per_decision']:.0f} |"
+                        f"| {run['p99_ms']:.2f} | {run['cpu_us_per_decision']:.0f} ({parts}) |"
                     )
     return "\n".join(lines) + "\n"
 

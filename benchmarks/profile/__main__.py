@@ -42,7 +42,7 @@ TOP = 28
 def embedded(catalogs: Path, tmp: Path) -> Iterator[Deployment]:
     with ServeProcess(catalogs, tmp / "embedded") as server:
         assert server.proc is not None
-        yield Deployment([server.target], [server.proc.pid])
+        yield Deployment([server.target], {"serve": [server.proc.pid]})
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def redis_replica(catalogs: Path, tmp: Path) -> Iterator[Deployment]:
     try:
         with ServeProcess(catalogs, tmp / "replica", ["--redis-url", redis.url, "--redis-prefix", prefix]) as server:
             assert server.proc is not None
-            yield Deployment([server.target], [server.proc.pid])
+            yield Deployment([server.target], {"serve": [server.proc.pid]})
     finally:
         learner.stop()
         redis.stop()
