@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     then, now = git("rev-parse", "--short", args.rev), git("rev-parse", "--short", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no"):
+        now += "+changes"  # this checkout's server runs the working tree, uncommitted changes included
     with tempfile.TemporaryDirectory(prefix="tailor-against-") as tmp:
         worktree = Path(tmp) / "rev"
         git("worktree", "add", "--detach", str(worktree), then)
