@@ -19,17 +19,15 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import yaml
-from prometheus_client import CollectorRegistry
 
+from benchmarks._in_process import embedded_server, per_call_us, run_now
 from benchmarks._results import publish
-from server import ServeConfig, TailorServer
 from server import _validation as validate
 from server._decision_log import Decision
 from server._launcher import ServeProcess
@@ -78,32 +76,8 @@ def tracked(i: int, event_id: str) -> pb.SessionEvent:
     )
 
 
-def run_now(coro: Coroutine[Any, Any, T]) -> T:
-    """Drive a coroutine that never waits (the embedded backend) to its result, without an event loop in
-    the measurement: handler time alone."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    coro.close()
-    raise RuntimeError("the coroutine waited: not the embedded backend?")
-
-
-def per_call_us(fn: Callable[[], object], calls: int) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - started) / calls * 1e6
-
-
 async def in_process(calls: int, repeats: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "catalogs"
-        folder.mkdir()
-        write_catalog(folder)
-        config = ServeConfig(catalogs=folder, data_dir=Path(tmp) / "data", metrics_port=None)
-        app = TailorServer(config, registry=CollectorRegistry())
+    with embedded_server(write_catalog) as (app, config):
         service, limits = app.service, config.limits
         now = time.time()
         sessions = [f"warm-{i}" for i in range(500)]
@@ -118,10 +92,10 @@ async def in_process(calls: int, repeats: int) -> dict[str, Any]:
             decide_response(decision)
             return decision
 
-        def with_session() -> None:
+        def with_session(_: int) -> None:
             decide(sessions[next(counter) % len(sessions)])
 
-        def without_session() -> None:
+        def without_session(_: int) -> None:
             decide(f"cold-{next(counter)}")
 
         model = app.models.get(DECISION_POINT)
@@ -131,14 +105,14 @@ async def in_process(calls: int, repeats: int) -> dict[str, Any]:
         assert record is not None
         shared = record.shared
 
-        def raw() -> None:
+        def raw(_: int) -> None:
             model.policy.predict(shared, catalog.action_lines)
 
         runs: dict[str, list[float]] = {"raw_vw_predict": [], "without_session": [], "with_session": []}
         for _ in range(repeats):  # interleaved, so machine noise hits all three alike
-            runs["raw_vw_predict"].append(per_call_us(raw, calls))
-            runs["without_session"].append(per_call_us(without_session, calls))
-            runs["with_session"].append(per_call_us(with_session, calls))
+            runs["raw_vw_predict"].append(per_call_us(raw, range(calls)))
+            runs["without_session"].append(per_call_us(without_session, range(calls)))
+            runs["with_session"].append(per_call_us(with_session, range(calls)))
         medians = {k: statistics.median(v) for k, v in runs.items()}
         return {"us_per_call": medians, "runs": runs, "session_features": shared.count(" ", shared.index("|s"))}
 

@@ -20,19 +20,16 @@ import asyncio
 import platform
 import random
 import statistics
-import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry
 from vowpalwabbit import pyvw
 
+from benchmarks._in_process import embedded_server, per_call_us, run_now
 from benchmarks._results import publish
 from benchmarks.load._traffic import DECISION_POINT, SESSIONS, decide_request, events, write_catalog
-from server import ServeConfig, TailorServer
 from server import _validation as validate
 from server._cli import settle_gc
 from server._intent import intent_text
@@ -44,32 +41,8 @@ HERE = Path(__file__).resolve().parent
 _vw = pyvw.pylibvw.vw
 
 
-def run_now(coro: Coroutine[Any, Any, T]) -> T:
-    """Drive a coroutine that never waits (the embedded backend) to its result, without an event loop in
-    the measurement: handler time alone."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    coro.close()
-    raise RuntimeError("the coroutine waited: not the embedded backend?")
-
-
-def per_call_us(fn: Callable[[Any], object], inputs: list[Any]) -> float:
-    started = time.perf_counter()
-    for item in inputs:
-        fn(item)
-    return (time.perf_counter() - started) / len(inputs) * 1e6
-
-
 async def measure(calls: int, repeats: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "catalogs"
-        folder.mkdir()
-        write_catalog(folder)
-        config = ServeConfig(catalogs=folder, data_dir=Path(tmp) / "data", metrics_port=None)
-        app = TailorServer(config, registry=CollectorRegistry())
+    with embedded_server(write_catalog) as (app, config):
         service, limits = app.service, config.limits
         rng = random.Random(7)
         now = time.time()
