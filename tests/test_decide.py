@@ -58,6 +58,12 @@ def test_ties_in_ranking_keep_candidate_order(server: RunningServer) -> None:
     assert [x.action_id for x in r.ranking] == list(LAYOUTS)
 
 
+def test_generated_event_ids_are_unique_128_bit_hex(server: RunningServer) -> None:
+    ids = [server.client.decide(f"s{i}", "home_layout").event_id for i in range(600)]  # > 2 pools of 256
+    assert len(set(ids)) == 600
+    assert all(len(e) == 32 and int(e, 16) >= 0 for e in ids)
+
+
 def test_same_event_id_returns_the_same_decision(server: RunningServer) -> None:
     event_id = "ev-" + uuid.uuid4().hex
     first = server.client.decide("s1", "home_layout", event_id=event_id, context={"device": "mobile"})
