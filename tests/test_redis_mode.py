@@ -8,6 +8,8 @@ themselves when it returns.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -223,3 +225,30 @@ def test_replicas_fail_open_while_redis_is_down_and_recover(cluster: Cluster) ->
 
     assert eventually(recovered)
     assert redis.Redis(port=cluster.redis.port).ping()
+
+
+def test_a_hung_redis_is_a_deadline_not_a_hang(cluster: Cluster) -> None:
+    """Redis stops answering without closing connections (SIGSTOP): each call gives up after the
+    configured Redis timeout (0.5 s by default); Decide fails open, writes are UNAVAILABLE, and service
+    resumes by itself when Redis does."""
+    a = cluster.replica()
+    before = a.client.decide("s", "home_layout")
+    assert cluster.redis.proc is not None
+    os.kill(cluster.redis.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        during = a.client.decide("s", "home_layout")  # the read and the write each wait one deadline
+        assert during.action_id in LAYOUTS and time.monotonic() - started < 3.0
+        with pytest.raises(grpc.RpcError) as info:
+            a.client.track_events([pb.SessionEvent(session_id="s", type=E.EVENT_TYPE_CLICK)])
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        os.kill(cluster.redis.proc.pid, signal.SIGCONT)
+
+    def recovered() -> bool:
+        try:
+            return a.client.report_rewards([(before.event_id, 1.0, "r")])[0].status == pb.REWARD_STATUS_ACCEPTED
+        except grpc.RpcError:
+            return False
+
+    assert eventually(recovered)
