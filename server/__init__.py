@@ -1,7 +1,8 @@
 """The Tailor server: gRPC servicers, app wiring, configuration, catalogs, stores, metrics and CLI."""
 
+from server.catalogs import Catalog, CatalogError, load_catalog_dir
+from server.core import Limits, ServeConfig
+
 from ._app import TailorServer
-from ._catalog import Catalog, CatalogError, load_catalog_dir
-from ._config import Limits, ServeConfig
 
 __all__ = ["Catalog", "CatalogError", "Limits", "ServeConfig", "TailorServer", "load_catalog_dir"]

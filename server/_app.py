@@ -22,24 +22,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from server.api import DecisionServicer
+from server.catalogs import CatalogError, load_catalog_dir
+from server.core import Metrics, ServeConfig
+from server.decisions import DecisionService
+from server.learning import Learner, RewardJoiner
+from server.sessions import SessionContext
+from server.state import DecideState, EmbeddedDecideState, RedisDecideState
+from server.state.decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog, RedisDecisionLog
+from server.state.models import FileModelStore, FollowedModelStore, ModelRegistry, RedisModelStore, policy_from_bytes
+from server.state.sessions import InMemorySessionStore, RedisSessionStore, SessionStore
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
-
-from ._catalog import CatalogError, load_catalog_dir
-from ._config import ServeConfig
-from ._decide_state import DecideState, EmbeddedDecideState, RedisDecideState
-from ._decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog
-from ._decisions import DecisionService
-from ._joiner import RewardJoiner
-from ._learner import Learner
-from ._metrics import Metrics
-from ._models import FileModelStore, FollowedModelStore, ModelRegistry
-from ._redis_decisions import RedisDecisionLog
-from ._redis_models import RedisModelStore, policy_from_bytes
-from ._redis_sessions import RedisSessionStore
-from ._servicer import DecisionServicer
-from ._session_context import SessionContext
-from ._sessions import InMemorySessionStore, SessionStore
 
 log = logging.getLogger("tailor.server")
 

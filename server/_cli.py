@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ._catalog import CatalogError, load_catalog_dir
-from ._config import LearnConfig, ServeConfig
+from server.catalogs import CatalogError, load_catalog_dir
+from server.core import LearnConfig, ServeConfig
 
 log = logging.getLogger("tailor")
 
@@ -45,10 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_flags(sub.add_parser("serve", help="run the decision service"))
     _serve_flags(sub.add_parser("learn", help="run the shared learner (Redis mode)"), learner=True)
-    from . import _cluster, _simulate
+    from server.tools import cluster, simulator
 
-    _simulate.add_arguments(sub.add_parser("simulate", help="drive synthetic shoppers against a server"))
-    _cluster.add_arguments(sub.add_parser("cluster", help="run a local Redis-mode cluster under simulated load"))
+    simulator.add_arguments(sub.add_parser("simulate", help="drive synthetic shoppers against a server"))
+    cluster.add_arguments(sub.add_parser("cluster", help="run a local Redis-mode cluster under simulated load"))
     catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="catalog_command", required=True)
     validate = catalog.add_parser("validate", help="validate a catalog directory; exit 1 on any error")
     validate.add_argument("directory", type=Path)
@@ -70,7 +70,7 @@ def _learn_config(args: argparse.Namespace) -> LearnConfig:
 async def _learn(config: LearnConfig) -> int:
     from prometheus_client import disable_created_metrics
 
-    from ._shared_learner import SharedLearner
+    from server.learning import SharedLearner
 
     disable_created_metrics()  # type: ignore[no-untyped-call]
     learner = SharedLearner(config)
@@ -142,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "catalog":
         return _validate(args.directory)
     if args.command == "simulate":
-        from . import _simulate
+        from server.tools import simulator
 
-        return _simulate.run(args)
+        return simulator.run(args)
     if args.command == "cluster":
-        from . import _cluster
+        from server.tools import cluster
 
-        return _cluster.run(args)
+        return cluster.run(args)
     try:
         if args.command == "learn":
             return asyncio.run(_learn(_learn_config(args)))

@@ -16,8 +16,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from server import ServeConfig, TailorServer
-from server._decision_log import DecisionRecord
-from server._launcher import ServeProcess as Launched
+from server.state.decision_log import DecisionRecord
+from server.tools.launcher import ServeProcess as Launched
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from server._launcher import RedisProcess
+from server.tools.launcher import RedisProcess
 
 
 class RedisServer(RedisProcess):

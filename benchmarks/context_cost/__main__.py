@@ -28,11 +28,11 @@ import yaml
 
 from benchmarks._in_process import embedded_server, per_call_us, run_now
 from benchmarks._results import publish
-from server import _validation as validate
-from server._decision_log import Decision
-from server._launcher import ServeProcess
-from server._servicer import decide_response
-from server._sessions import EventKind, TrackedEvent
+from server.api import _validation as validate
+from server.api import decide_response
+from server.core import EventKind, TrackedEvent
+from server.state.decision_log import Decision
+from server.tools.launcher import ServeProcess
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 

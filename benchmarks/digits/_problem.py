@@ -53,7 +53,7 @@ class Round:
 def _contexts() -> tuple[Round, ...]:
     """Every digits image once, pixels as numeric features ``p{j} = value / 16`` (zeros left out, as VW would)."""
     images, labels = load_digits(return_X_y=True)
-    # sorted by name, the order in which the service encodes request features (server/_validation.py)
+    # sorted by name, the order in which the service encodes request features (server/api/_validation.py)
     return tuple(
         Round(tuple(sorted((f"p{j}", float(v) / 16) for j, v in enumerate(image) if v)), int(label))
         for image, label in zip(images, labels, strict=True)

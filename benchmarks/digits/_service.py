@@ -21,7 +21,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from policies import Exploration, LearningSpec
-from server._launcher import ServeProcess
+from server.tools.launcher import ServeProcess
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc

@@ -30,10 +30,10 @@ from vowpalwabbit import pyvw
 from benchmarks._in_process import embedded_server, per_call_us, run_now
 from benchmarks._results import publish
 from benchmarks.load._traffic import DECISION_POINT, SESSIONS, decide_request, events, write_catalog
-from server import _validation as validate
 from server._cli import settle_gc
-from server._intent import intent_text
-from server._servicer import decide_response
+from server.api import _validation as validate
+from server.api import decide_response
+from server.sessions import intent_text
 from tailor.v1 import decision_service_pb2 as pb
 
 T = TypeVar("T")

@@ -23,10 +23,10 @@ from vowpalwabbit import pyvw
 
 from benchmarks._results import publish
 from policies import LearningSpec, VWPolicy, action_line, encode_features, reward_to_cost, shared_line
-from server._decision_log import Decision, DecisionRecord
-from server._learner import Learner
-from server._metrics import Metrics
-from server._models import ServedModel
+from server.core import Metrics
+from server.learning import Learner
+from server.state.decision_log import Decision, DecisionRecord
+from server.state.models import ServedModel
 
 HERE = Path(__file__).resolve().parent
 _vw = pyvw.pylibvw.vw

@@ -40,7 +40,7 @@ from typing import Any
 import grpc
 
 from benchmarks._results import publish
-from server._launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds, free_port
+from server.tools.launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds, free_port
 
 from ._traffic import write_catalog
 

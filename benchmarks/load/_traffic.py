@@ -58,8 +58,9 @@ def vw_example(seed: int = 0) -> tuple[str, tuple[str, ...]]:
     """One Decide of this traffic as the VW example Tailor builds for it: the request's context, the intent
     features of a session that sent 10 events and was shown every action, and the catalog's action lines."""
     from policies import action_line, encode_features, shared_line
-    from server._intent import intent_features
-    from server._sessions import OpenDecision, SessionState, TrackedEvent
+    from server.core import TrackedEvent
+    from server.sessions import intent_features
+    from server.state.sessions import OpenDecision, SessionState
 
     rng = random.Random(seed)
     now = time.time()

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from server._launcher import ServeProcess
+from server.tools.launcher import ServeProcess
 
 from .__main__ import Deployment, EchoProcess, run_interleaved
 from ._traffic import write_catalog

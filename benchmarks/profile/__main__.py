@@ -32,7 +32,7 @@ from typing import Any
 from benchmarks._results import publish
 from benchmarks.load.__main__ import Deployment, load
 from benchmarks.load._traffic import write_catalog
-from server._launcher import LearnProcess, RedisProcess, ServeProcess
+from server.tools.launcher import LearnProcess, RedisProcess, ServeProcess
 
 HERE = Path(__file__).resolve().parent
 TOP = 28

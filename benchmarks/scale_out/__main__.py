@@ -29,9 +29,9 @@ from typing import Any
 import yaml
 
 from benchmarks._results import publish
-from server._cluster import run_cluster, simulate_command
-from server._launcher import ServeProcess, cpu_seconds, metric_sum
-from server._simulator_driver import DEFAULT_DECISION_POINT, REWARD_WINDOW_SECONDS, catalog_document
+from server.tools.cluster import run_cluster, simulate_command
+from server.tools.launcher import ServeProcess, cpu_seconds, metric_sum
+from server.tools.simulator import DEFAULT_DECISION_POINT, REWARD_WINDOW_SECONDS, catalog_document
 
 HERE = Path(__file__).resolve().parent
 

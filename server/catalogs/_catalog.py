@@ -1,0 +1,252 @@
+"""Action catalogs: one YAML file per decision point, validated with pydantic.
+
+A catalog declares a decision point's candidate actions (features and payload) and its policy: the
+reward window, default reward, reward range, reward aggregation, exploration and VW learning
+parameters. Errors name the file, the field and what is wrong, so `tailor catalog validate` can tell
+a marketer exactly what to fix. `Catalog` pre-renders each action's VW line once per load, which keeps
+feature encoding off the Decide path for catalog actions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from policies import Exploration, LearningSpec, SquareCB, action_line
+from server.core import EventKind
+
+DECISION_POINT_PATTERN = r"^[a-z0-9_]+$"
+MAX_ID_BYTES = 256
+MAX_ACTION_FEATURES = 64
+MAX_CATALOG_ACTIONS = 256
+
+
+def _check_feature_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("use a string or a number, not true/false")
+    if isinstance(value, int | float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite")
+    return value
+
+
+FeatureScalar = Annotated[str | float, Field(union_mode="left_to_right")]
+
+
+class LearningParams(BaseModel):
+    """VW learning parameters. Changing them starts a new model for the decision point."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bits: int = Field(18, ge=10, le=28, description="2^bits hashed weights")
+    learning_rate: float | None = Field(None, gt=0, description="VW's -l; VW's default when unset")
+
+
+class RewardRule(BaseModel):
+    """A reward derived from a later event of the same session, e.g. add_to_cart 0.3, purchase 1.0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: EventKind = Field(description="the event type that earns the reward")
+    reward: float = Field(description="the reward; with scale_by_price, per unit of the event's price")
+    scale_by_price: bool = Field(False, description="multiply by the event's price (order value for a purchase)")
+
+    def value(self, price: float, low: float, high: float) -> float:
+        """The derived reward for an event, clamped into the decision point's reward range."""
+        raw = self.reward * price if self.scale_by_price else self.reward
+        return min(high, max(low, raw))
+
+
+class PolicyConfig(BaseModel):
+    """How a decision point decides and learns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reward_window_seconds: float = Field(600.0, gt=0, le=7 * 24 * 3600, description="how long rewards are joined")
+    default_reward: float = Field(0.0, description="learned when no reward came within the window")
+    reward_range: tuple[float, float] = Field((0.0, 1.0), description="[low, high]; rewards outside are INVALID")
+    aggregation: Literal["first", "sum", "max"] = Field(
+        "first", description="first: learn at the first reward; sum/max: learn when the window closes"
+    )
+    exploration: Exploration = Field(default_factory=SquareCB)
+    reward_rules: list[RewardRule] = Field(default_factory=list, description="rewards derived from later events")
+    learning: LearningParams = Field(default_factory=LearningParams)
+
+    @model_validator(mode="after")
+    def _check_rewards(self) -> PolicyConfig:
+        low, high = self.reward_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"reward_range must be two finite numbers [low, high] with low < high, got {[low, high]}")
+        if not (math.isfinite(self.default_reward) and low <= self.default_reward <= high):
+            raise ValueError(f"default_reward {self.default_reward} must lie within reward_range {[low, high]}")
+        events = [r.event for r in self.reward_rules]
+        if len(set(events)) != len(events):
+            raise ValueError(f"reward_rules name an event type more than once: {events}")
+        for i, rule in enumerate(self.reward_rules):
+            if not math.isfinite(rule.reward):
+                raise ValueError(f"reward_rules.{i}.reward must be a finite number")
+            if not rule.scale_by_price and not low <= rule.reward <= high:
+                raise ValueError(f"reward_rules.{i}.reward {rule.reward} must lie within reward_range {[low, high]}")
+        return self
+
+    def learning_spec(self) -> LearningSpec:
+        return LearningSpec(
+            exploration=self.exploration, bits=self.learning.bits, learning_rate=self.learning.learning_rate
+        )
+
+
+class ActionSpec(BaseModel):
+    """One catalog action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, pattern=r"^\S+$", description="unique within the catalog, no whitespace")
+    features: dict[str, FeatureScalar] = Field(default_factory=dict, max_length=MAX_ACTION_FEATURES)
+    payload: dict[str, str] = Field(default_factory=dict, description="returned to the client when chosen")
+
+    @field_validator("id")
+    @classmethod
+    def _id_size(cls, value: str) -> str:
+        if len(value.encode()) > MAX_ID_BYTES:
+            raise ValueError(f"ids are at most {MAX_ID_BYTES} bytes")
+        return value
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _feature_values(cls, value: Any) -> Any:
+        # before coercion: pydantic would turn YAML's true/yes into 1.0 without a word
+        if not isinstance(value, dict):
+            return value
+        for key, v in value.items():
+            if not key:
+                raise ValueError("feature names must not be empty")
+            _check_feature_value(v)
+        return value
+
+
+class CatalogSpec(BaseModel):
+    """A catalog file: one decision point."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision_point: str = Field(pattern=DECISION_POINT_PATTERN, max_length=128)
+    description: str = ""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    actions: list[ActionSpec] = Field(default_factory=list, max_length=MAX_CATALOG_ACTIONS)
+
+    @field_validator("actions")
+    @classmethod
+    def _unique_ids(cls, actions: list[ActionSpec]) -> list[ActionSpec]:
+        seen: set[str] = set()
+        for a in actions:
+            if a.id in seen:
+                raise ValueError(f"action id {a.id!r} appears twice")
+            seen.add(a.id)
+        return actions
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """A validated catalog, with each action's VW line rendered once."""
+
+    spec: CatalogSpec
+    source: Path
+    action_ids: tuple[str, ...]
+    action_lines: tuple[str, ...]
+    action_text: str  # the lines joined for VW, rendered once per catalog version
+    index: Mapping[str, int]
+    rules: Mapping[str, RewardRule]  # event type -> the reward rule for it
+
+    @property
+    def name(self) -> str:
+        return self.spec.decision_point
+
+    @property
+    def policy(self) -> PolicyConfig:
+        return self.spec.policy
+
+    @classmethod
+    def compile(cls, spec: CatalogSpec, source: Path) -> Catalog:
+        ids = tuple(a.id for a in spec.actions)
+        lines = tuple(action_line(a.id, a.features) for a in spec.actions)
+        return cls(
+            spec=spec,
+            source=source,
+            action_ids=ids,
+            action_lines=lines,
+            action_text="\n".join(lines),
+            index={a: i for i, a in enumerate(ids)},
+            rules={r.event: r for r in spec.policy.reward_rules},
+        )
+
+    def payload(self, action_id: str) -> Mapping[str, str]:
+        i = self.index.get(action_id)
+        return self.spec.actions[i].payload if i is not None else {}
+
+
+class CatalogError(Exception):
+    """One or more catalog files are invalid; `problems` lists each as `file: field: what is wrong`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _describe(file: Path, err: ValidationError) -> Iterator[str]:
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(file)"
+        got = e.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict | list) and got is not None else ""
+        msg = e["msg"]
+        if e["type"] == "string_pattern_mismatch" and e["loc"] == ("decision_point",):
+            msg = "use lowercase letters, digits and underscores only, like home_layout"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling and indentation"
+        yield f"{file}: {where}: {msg}{shown}"
+
+
+def load_catalog_file(path: Path) -> Catalog:
+    """Parse and validate one catalog file."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CatalogError([f"{path}: (file): not valid YAML: {err}".replace("\n", " ")]) from None
+    except OSError as err:
+        raise CatalogError([f"{path}: (file): cannot read: {err.strerror}"]) from None
+    if not isinstance(doc, dict):
+        raise CatalogError([f"{path}: (file): expected a mapping with decision_point, policy and actions"])
+    try:
+        spec = CatalogSpec.model_validate(doc)
+    except ValidationError as err:
+        raise CatalogError(list(_describe(path, err))) from None
+    return Catalog.compile(spec, path)
+
+
+def load_catalog_dir(directory: Path) -> dict[str, Catalog]:
+    """Load every *.yaml / *.yml in a directory; all problems across files are reported at once."""
+    if not directory.is_dir():
+        raise CatalogError([f"{directory}: (directory): not a directory"])
+    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        raise CatalogError([f"{directory}: (directory): no catalog files (*.yaml) found"])
+    problems: list[str] = []
+    catalogs: dict[str, Catalog] = {}
+    for path in files:
+        try:
+            cat = load_catalog_file(path)
+        except CatalogError as err:
+            problems += err.problems
+            continue
+        if cat.name in catalogs:
+            first = catalogs[cat.name].source
+            problems.append(f"{path}: decision_point: {cat.name!r} is already defined in {first.name}")
+            continue
+        catalogs[cat.name] = cat
+    if problems:
+        raise CatalogError(problems)
+    return catalogs

@@ -1,0 +1,43 @@
+"""The foundation every other room stands on: configuration, the exception tree, metrics, event vocabulary.
+
+- `ServeConfig`, `LearnConfig`, `Limits`: validated settings (flags, then TAILOR_* variables, then defaults).
+- `TailorError` and its subclasses: what a handler raises; each names its gRPC status code. The map from an
+  error to a status with field violations is the gRPC face's job (`server.api`).
+- `Metrics`: every Prometheus metric, built on an injected registry.
+- `EventKind`, `TrackedEvent`: what a validated behaviour event is.
+
+Imports: nothing else of Tailor's (`policies` and `tailor` included).
+"""
+
+from ._config import LearnConfig, Limits, ServeConfig
+from ._errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TailorError,
+    Unavailable,
+    invalid,
+)
+from ._events import EVENT_KINDS, EventKind, TrackedEvent
+from ._metrics import DecideStats, Metrics
+
+__all__ = [
+    "EVENT_KINDS",
+    "DecideStats",
+    "EventKind",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "LearnConfig",
+    "Limits",
+    "Metrics",
+    "NotFound",
+    "ResourceExhausted",
+    "ServeConfig",
+    "TailorError",
+    "TrackedEvent",
+    "Unavailable",
+    "invalid",
+]

@@ -1,0 +1,213 @@
+"""The decision service: a validated Decide query becomes a sampled, logged decision.
+
+Path: candidates (catalog actions, narrowed or excluded, or the request's own actions) -> shared
+features -> the decision point's VW policy -> PMF -> draw seeded by the event id -> decision log.
+Everything here is synchronous and short; the servicer calls it straight from the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from policies import action_line, encode_features, sample_index, shared_line
+from server.catalogs import Catalog
+from server.core import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Limits,
+    Metrics,
+    NotFound,
+    Unavailable,
+    invalid,
+)
+from server.learning import RewardJoiner
+from server.sessions import SessionContext, intent_text
+from server.state import DecideState
+from server.state.decision_log import Decision, DecisionLog, DecisionRecord
+from server.state.models import ModelRegistry
+
+Features = list[tuple[str, "str | float"]]
+
+
+@dataclass(slots=True)
+class RequestAction:
+    id: str
+    features: Features
+
+
+@dataclass(slots=True)
+class DecideQuery:
+    """A Decide request after validation: plain Python values, limits already enforced."""
+
+    session_id: str
+    decision_point: str
+    context: Features = field(default_factory=list)
+    actions: list[RequestAction] = field(default_factory=list)
+    candidate_action_ids: Sequence[str] = ()
+    excluded_action_ids: Sequence[str] = ()
+    event_id: str = ""
+    defer_activation: bool = False
+
+
+class DecisionService:
+    def __init__(
+        self,
+        catalogs: Mapping[str, Catalog],
+        models: ModelRegistry,
+        decisions: DecisionLog,
+        state: DecideState,
+        joiner: RewardJoiner,
+        sessions: SessionContext,
+        metrics: Metrics,
+        limits: Limits,
+        grace_seconds: float,
+    ) -> None:
+        self.models = models
+        self.decisions = decisions
+        self.state = state
+        self.joiner = joiner
+        self.sessions = sessions
+        self.metrics = metrics
+        self.limits = limits
+        self.grace_seconds = grace_seconds
+        self.catalogs: Mapping[str, Catalog] = {}
+        self._event_ids = EventIds()
+        self.use_catalogs(catalogs)
+
+    def use_catalogs(self, catalogs: Mapping[str, Catalog]) -> None:
+        """Serve these catalogs from now on (start-up and reloads); models follow their learning flags."""
+        self.models.sync(catalogs)
+        self.catalogs = dict(catalogs)
+        self.sessions.use_catalogs(self.catalogs)
+        m = self.metrics
+        for name in self.catalogs:
+            m.touch_decision_point(name)
+        self._stats = {name: m.decide_stats(name) for name in self.catalogs}
+
+    async def decide(self, q: DecideQuery) -> Decision:
+        started = time.perf_counter()
+        catalog = self.catalogs.get(q.decision_point)
+        if catalog is None:
+            raise NotFound(f"unknown decision point {q.decision_point!r}; known: {sorted(self.catalogs)}")
+        ids, lines, text = self._candidates(catalog, q)
+        now = time.time()
+        try:
+            known, session = await self.state.read(q.session_id, q.event_id, now)
+        except Unavailable:  # Decide never fails for shared state: it answers without it, and counts
+            self.metrics.fail_open.labels("read").inc()
+            known, session = None, None
+        if known is not None:
+            return self._replay(known, q)
+        event_id = q.event_id or self._event_ids.next()
+        model = self.models.get(q.decision_point)
+        if model is None:  # models.sync serves one for every catalog
+            raise RuntimeError(f"no model for decision point {q.decision_point}")
+        session_text = intent_text(session, now) if session is not None else ""
+        shared = shared_line(encode_features(q.context), session_text)
+        pmf = model.policy.predict(shared, lines, text)
+        chosen = sample_index(pmf, event_id)
+        # sorted() is stable, also with reverse=True: ties keep candidate order
+        ranking = tuple(sorted(zip(ids, pmf, strict=True), key=_probability, reverse=True))
+        action_id = ids[chosen]
+        decision = Decision(
+            event_id=event_id,
+            action_id=action_id,
+            probability=pmf[chosen],
+            ranking=ranking,
+            payload=catalog.payload(action_id),  # the catalog's own mapping: never mutated
+            model_version=model.version,
+        )
+        policy = catalog.policy
+        record = DecisionRecord(
+            decision=decision,
+            session_id=q.session_id,
+            decision_point=q.decision_point,
+            shared=shared,
+            actions=lines,
+            chosen=chosen,
+            created_at=now,
+            window_seconds=policy.reward_window_seconds,
+            aggregation=policy.aggregation,
+            reward_range=policy.reward_range,
+            default_reward=policy.default_reward,
+            grace_seconds=self.grace_seconds,
+            activated_at=None if q.defer_activation else now,
+        )
+        try:
+            logged = await self.state.write(record, action_id)
+        except Unavailable:
+            self.metrics.fail_open.labels("write").inc()
+            logged = False
+        if not logged:
+            self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
+        self._stats[q.decision_point].observe(time.perf_counter() - started)
+        return decision
+
+    def _replay(self, record: DecisionRecord, q: DecideQuery) -> Decision:
+        if record.session_id != q.session_id or record.decision_point != q.decision_point:
+            raise invalid("event_id", "already used by a decision of another session or decision point")
+        self.metrics.decisions_replayed.labels(q.decision_point).inc()
+        return record.decision
+
+    def _candidates(self, catalog: Catalog, q: DecideQuery) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+        """Candidate action ids and their VW lines, in candidate order, and the lines' joined text when it
+        is already rendered (the whole catalog)."""
+        if catalog.action_ids and not (q.actions or q.candidate_action_ids or q.excluded_action_ids):
+            return catalog.action_ids, catalog.action_lines, catalog.action_text  # the common case
+        text: str | None = None
+        if q.actions:
+            ids = tuple(a.id for a in q.actions)  # unique: checked with the request
+            lines = tuple(action_line(a.id, dict(a.features)) for a in q.actions)
+            index: Mapping[str, int] = {a: i for i, a in enumerate(ids)}
+        else:
+            ids, lines, index, text = catalog.action_ids, catalog.action_lines, catalog.index, catalog.action_text
+        picked: list[int]
+        if q.candidate_action_ids:
+            unknown = [
+                FieldViolation(f"candidate_action_ids[{i}]", f"{a!r} is not a candidate of {catalog.name}")
+                for i, a in enumerate(q.candidate_action_ids)
+                if a not in index
+            ]
+            if unknown:
+                raise InvalidArgument(unknown)
+            picked = list(dict.fromkeys(index[a] for a in q.candidate_action_ids))
+        else:
+            picked = list(range(len(ids)))
+        if q.excluded_action_ids:
+            excluded = {index[a] for a in q.excluded_action_ids if a in index}
+            picked = [i for i in picked if i not in excluded]
+        if not picked:
+            if not ids:
+                raise FailedPrecondition(
+                    f"decision point {catalog.name} has no catalog actions; supply candidates in `actions`"
+                )
+            raise FailedPrecondition("no candidate action is left after candidate_action_ids and excluded_action_ids")
+        if len(picked) == len(ids):
+            return ids, lines, text
+        return tuple(ids[i] for i in picked), tuple(lines[i] for i in picked), None
+
+
+class EventIds:
+    """Random 128-bit event ids (32 hex digits) from the OS's CSPRNG, 256 per system call: unguessable, so
+    a client cannot forge rewards for other shoppers' decisions, and ~5x cheaper than os.urandom(16)."""
+
+    _CHUNK = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(self._CHUNK), 0
+        self._at = at + 16
+        return self._pool[at : at + 16].hex()
+
+
+def _probability(ranked: tuple[str, float]) -> float:
+    return ranked[1]

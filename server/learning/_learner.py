@@ -1,0 +1,105 @@
+"""The in-process learner: joined decisions become `vw.learn` calls, in short slices on the event loop.
+
+pylibvw holds the GIL and a VW workspace is not thread-safe, so a learning thread would buy no
+parallelism and would need a lock around every predict. Instead the learner runs as a task on the
+serving event loop and gives the loop back after at most `slice_seconds` (1 ms by default), so
+serving latency never waits on a long learning burst, and serving uses each update at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from policies import VWPolicy, reward_to_cost
+from server.core import Metrics
+from server.state.decision_log import DecisionRecord, Source
+from server.state.models import ModelRegistry
+
+log = logging.getLogger("tailor.learner")
+
+
+@dataclass(slots=True)
+class LearnItem:
+    record: DecisionRecord
+    reward: float
+    source: Source
+
+
+class Learner:
+    def __init__(self, models: ModelRegistry, metrics: Metrics, slice_seconds: float = 0.001) -> None:
+        self.models = models
+        self.metrics = metrics
+        self.slice_seconds = slice_seconds
+        self._queue: deque[LearnItem] = deque()
+        self._wake = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def submit(self, record: DecisionRecord, reward: float, source: Source) -> None:
+        self._queue.append(LearnItem(record, reward, source))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Learn whatever is queued, one slice at a time, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                self.learn_slice()
+                await asyncio.sleep(0)
+
+    def learn_slice(self) -> int:
+        """Learn queued examples for at most one slice (at least one example); returns how many."""
+        deadline = time.perf_counter() + self.slice_seconds
+        done = 0
+        queue = self._queue
+        while queue:
+            self._learn(queue.popleft())
+            done += 1
+            if time.perf_counter() >= deadline:
+                break
+        return done
+
+    def drain(self) -> int:
+        """Learn everything queued now (shutdown)."""
+        done = 0
+        while self._queue:
+            self._learn(self._queue.popleft())
+            done += 1
+        return done
+
+    def _learn(self, item: LearnItem) -> None:
+        model = self.models.get(item.record.decision_point)
+        record = item.record
+        if learn_example(model.policy if model else None, record, item.reward, item.source, self.metrics):
+            assert model is not None
+            model.learned_since_snapshot += 1
+        # Learned: what remains retained only answers replays and statuses, so drop the example text.
+        record.shared, record.actions = "", ()
+
+
+def learn_example(
+    policy: VWPolicy | None, record: DecisionRecord, reward: float, source: Source, metrics: Metrics
+) -> bool:
+    """One `vw.learn` for a joined decision, counted; the one place both learners turn reward into cost.
+
+    Returns False if there is no model for it (its decision point was removed) or VW refused it."""
+    if policy is None:
+        log.warning("dropping a learned example for unknown decision point %s", record.decision_point)
+        return False
+    cost = reward_to_cost(reward, *record.reward_range)
+    try:
+        policy.learn(record.shared, record.actions, record.chosen, cost, record.probability)
+    except Exception:
+        metrics.learn_errors.labels(record.decision_point).inc()
+        log.exception("VW refused example for event %s", record.event_id)
+        return False
+    learned, reward_scaled = metrics.learn_counters(record.decision_point, source)
+    learned.inc()
+    reward_scaled.inc(-cost)  # cost is -(reward scaled to [0, 1])
+    return True

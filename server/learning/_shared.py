@@ -1,0 +1,154 @@
+"""`tailor learn`: the one learner of Redis mode.
+
+It holds a leadership lease (a second `tailor learn` waits as a hot standby and takes over when the
+lease lapses), closes the reward windows of every shard, learns the decisions handed off on the learn
+streams, and publishes snapshots of every changed model together with the stream offsets they cover.
+A new leader starts from the published models and replays the streams from the published offsets, so
+a crash anywhere loses nothing and learns nothing twice; entries are trimmed only once a published
+model covers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from policies import VWPolicy
+from server.catalogs import Catalog, load_catalog_dir
+from server.core import LearnConfig, Metrics
+from server.state.decision_log import LearnEntry, RedisDecisionLog
+from server.state.models import RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
+
+from ._learner import learn_example
+from ._lease import LeaderLease
+
+log = logging.getLogger("tailor.learn")
+
+_CLOSE_EVERY_SECONDS = 0.1
+
+
+@dataclass(slots=True)
+class _Model:
+    decision_point: str
+    fingerprint: str
+    policy: VWPolicy
+    seq: int
+    changed: int = 0
+
+
+class SharedLearner:
+    def __init__(self, config: LearnConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.leader = Gauge("tailor_learner_leader", "1 while this learner holds the lease.", registry=self.registry)
+        self.catalogs: dict[str, Catalog] = load_catalog_dir(config.catalogs)
+        self.client = aioredis.Redis.from_url(config.redis_url)
+        self.decisions = RedisDecisionLog(self.client, config.redis_prefix, config.redis_shards)
+        self.store = RedisModelStore(self.client, config.redis_prefix)
+        self.lease = LeaderLease(self.client, self.store.leader_key, config.lease_seconds)
+        self.models: dict[str, _Model] = {}
+        self.offsets: dict[str, str] = {}
+        self.metrics_port: int | None = None
+        self._http: object | None = None
+
+    def start_metrics(self) -> None:
+        if self.config.metrics_port is not None:
+            server, _ = start_http_server(self.config.metrics_port, registry=self.registry)
+            self._http = server
+            self.metrics_port = server.server_port
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait for the lease, lead until it is lost or `stop` is set, and wait again."""
+        while not stop.is_set():
+            if await self.lease.acquire():
+                log.info("leading (token %s)", self.lease.token[:8])
+                self.leader.set(1)
+                try:
+                    await self._lead(stop)
+                finally:
+                    self.leader.set(0)
+                    self.models.clear()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.config.lease_seconds / 3))
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        await self._load_published()
+        renew_every = self.config.lease_seconds / 3
+        last_renew = last_publish = last_close = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if now - last_renew >= renew_every:
+                if not await self.lease.renew():
+                    log.warning("lost the lease; standing by")
+                    return
+                last_renew = now
+            if now - last_close >= _CLOSE_EVERY_SECONDS:  # windows close on time to within 0.1 s
+                await self.decisions.close_windows(time.time())
+                last_close = now
+            entries = await self.decisions.read_learnable(self.offsets, self.config.batch)
+            for entry in entries:
+                self._learn(entry)
+            if now - last_publish >= self.config.publish_interval_seconds:
+                if not await self.publish():
+                    log.warning("publish refused: no longer the leader")
+                    return
+                last_publish = now
+            if not entries:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.05)
+        await self.publish()  # graceful stop: what was learned is published
+        await self.lease.release()
+
+    async def _load_published(self) -> None:
+        """Start from the published models and the offsets they cover (fresh models where none match)."""
+        published = await self.store.published()
+        self.offsets = await self.store.offsets()
+        self.models = {}
+        for name, catalog in self.catalogs.items():
+            spec = catalog.policy.learning_spec()
+            fingerprint = spec.fingerprint()
+            model = published.get(name)
+            blob = await self.store.blob(model) if model and model.fingerprint == fingerprint else None
+            if model is not None and blob is not None:
+                self.models[name] = _Model(name, fingerprint, policy_from_bytes(spec, blob), model.seq)
+            else:
+                self.models[name] = _Model(name, fingerprint, VWPolicy(spec), 0)
+        log.info("resuming from %s", {m.decision_point: m.seq for m in self.models.values()})
+
+    def _learn(self, entry: LearnEntry) -> None:
+        self.offsets[entry.stream] = entry.entry_id
+        model = self.models.get(entry.record.decision_point)
+        if learn_example(model.policy if model else None, entry.record, entry.reward, entry.source, self.metrics):
+            assert model is not None
+            model.changed += 1
+
+    async def publish(self) -> bool:
+        """Publish every changed model with the offsets it covers; then trim what they cover."""
+        changed = [m for m in self.models.values() if m.changed]
+        if not changed:
+            return True
+        snapshots = [Snapshot(m.decision_point, m.fingerprint, m.seq + 1, policy_bytes(m.policy)) for m in changed]
+        if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets)):
+            return False
+        for m in changed:
+            m.seq += 1
+            m.changed = 0
+            self.metrics.snapshots.labels(m.decision_point).inc()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for stream, entry_id in self.offsets.items():
+                pipe.xtrim(stream, minid=entry_id)
+            await pipe.execute()
+        return True
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        if self._http is not None:
+            self._http.shutdown()  # type: ignore[attr-defined]

@@ -1,0 +1,16 @@
+"""State: one small interface per concern, with its in-memory and Redis implementations side by side.
+
+- `sessions/`: per-session context (`SessionState`, the fold of behaviour events) and its stores.
+- `decision_log/`: decisions waiting for rewards, the atomic reward join, the hand-off to the learner.
+- `models/`: the models being served (`ModelRegistry`) and where snapshots live (files, or Redis).
+- `_decide.py`: what one Decide reads and writes, in one round trip each on Redis (`DecideState`).
+- `_redis.py`: Redis plumbing every Redis backend shares: hash-tagged keys, errors as UNAVAILABLE,
+  Lua scripts on pipelines.
+
+Each backend is chosen by the app wiring (`server._app`); the contract suites in `tests/state/` run every
+interface against both. Imports: `server.core`, `server.catalogs`, `policies`; never the request path above.
+"""
+
+from ._decide import DecideState, EmbeddedDecideState, RedisDecideState
+
+__all__ = ["DecideState", "EmbeddedDecideState", "RedisDecideState"]

@@ -1,0 +1,103 @@
+"""Redis plumbing shared by every Redis backend: key names, errors, and Lua scripts on pipelines.
+
+Key names: every key of one session (or one decision shard) carries the same hash tag, so a Redis
+Cluster keeps them in one slot and Lua scripts may touch them together. A Redis error on the request
+path becomes `Unavailable` (`unavailable_on_error`).
+
+Lua scripts on pipelines, without the extra round trip redis-py adds: a script registered with redis-py
+and queued on a pipeline makes that pipeline send `SCRIPT EXISTS` and wait for the answer before it sends
+anything else: one more round trip for every pipeline that carries a script, which on Tailor's paths is
+every Decide's write and every TrackEvents fold. `LuaScript.queue` queues a bare `EVALSHA` instead, and
+`run_scripts` runs a pipeline that holds only such scripts. Should Redis no longer know a script
+(restarted, or its script cache flushed), every `EVALSHA` of that pipeline failed with NOSCRIPT and did
+nothing, so the scripts are loaded and the pipeline is built and run once more; that is the only time a
+script's text crosses the wire.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from server.core import Unavailable
+
+_TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+
+
+def hash_tag(value: str) -> str:
+    """`{value}` with braces escaped: a client id can never end the tag early or start another."""
+    return "{" + value.translate(_TAG_ESCAPES) + "}"
+
+
+class SessionKeys:
+    """The keys of one session: aggregates, cart, categories, seen event ids, open decisions, shown."""
+
+    __slots__ = ("cart", "categories", "decisions", "main", "seen", "shown")
+
+    def __init__(self, prefix: str, session_id: str) -> None:
+        base = f"{prefix}:s:{hash_tag(session_id)}"
+        self.main = base
+        self.cart = base + ":cart"
+        self.categories = base + ":cat"
+        self.seen = base + ":seen"
+        self.decisions = base + ":dec"
+        self.shown = base + ":shown"
+
+    def all(self) -> list[str]:
+        return [self.main, self.cart, self.categories, self.seen, self.decisions, self.shown]
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def unavailable_on_error(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn Redis connection and server errors into `Unavailable` (UNAVAILABLE to clients; the decision
+    path fails open on it), so nothing above the stores depends on redis-py's exception tree."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (redis.RedisError, OSError) as err:
+            raise Unavailable(f"state store unavailable: {type(err).__name__}") from err
+
+    return wrapper
+
+
+class LuaScript:
+    def __init__(self, client: aioredis.Redis, source: str) -> None:
+        self.client = client
+        self._script = client.register_script(source)  # computes the SHA locally; sends nothing
+
+    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue one run on a pipeline (run it with `run_scripts`)."""
+        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run it on its own: one round trip (redis-py loads it first if Redis does not have it)."""
+        return await self._script(keys=list(keys), args=list(args))
+
+    async def load(self) -> None:
+        await self.client.script_load(self._script.script)
+
+
+async def run_scripts(client: aioredis.Redis, build: Callable[[Any], None], scripts: Sequence[LuaScript]) -> list[Any]:
+    """Build a pipeline of `LuaScript.queue` calls only, run it in one round trip, return its replies."""
+    for attempt in (1, 2):
+        async with client.pipeline(transaction=False) as pipe:
+            build(pipe)
+            try:
+                replies: list[Any] = await pipe.execute()
+                return replies
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+        for script in scripts:
+            await script.load()
+    raise AssertionError("unreachable")

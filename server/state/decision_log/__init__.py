@@ -1,0 +1,23 @@
+"""The decision log: served decisions with their exact features and probabilities, joined to rewards.
+
+`DecisionLog` is the interface (the join lives here so a backend can make it atomic); `InMemoryDecisionLog`
+is the embedded default, `RedisDecisionLog` shards decisions under hash tags and hands them to the learner
+on streams, exactly once.
+"""
+
+from ._base import Aggregation, Decision, DecisionLog, DecisionRecord, JoinStatus, LearnSink, Source
+from ._memory import InMemoryDecisionLog
+from ._redis import LearnEntry, RedisDecisionLog
+
+__all__ = [
+    "Aggregation",
+    "Decision",
+    "DecisionLog",
+    "DecisionRecord",
+    "InMemoryDecisionLog",
+    "JoinStatus",
+    "LearnEntry",
+    "LearnSink",
+    "RedisDecisionLog",
+    "Source",
+]

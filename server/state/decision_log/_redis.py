@@ -1,0 +1,281 @@
+"""The decision log on Redis: decisions, reward joins and the hand-off to the learner, atomic per decision.
+
+Decisions are spread over `shards` hash tags (`{d0}` ... `{dN}`), so a Redis Cluster can spread them
+while each shard's keys stay in one slot: a decision's hash, its reward-id set, the shard's window
+deadlines (a sorted set) and the shard's learn stream. Joining a reward, activating a decision and
+closing windows are Lua scripts, so whichever replica receives a reward, a decision is handed to the
+learner exactly once; the hand-off is an entry in the shard's stream (the learner reads it with a
+consumer group: at-least-once delivery, and learning is made idempotent by the stream offsets stored
+with each model snapshot). Every decision key expires with its retention (window + grace).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .._redis import LuaScript, run_scripts, unavailable_on_error
+from ._base import DecisionRecord, JoinStatus, Source
+
+# Shared by the scripts: mark a decision learned and append it to the shard's learn stream.
+_HAND_OFF = """
+local function hand_off(rec, due, stream, event_id, reward, source)
+  redis.call('HSET', rec, 'learned', '1')
+  redis.call('ZREM', due, event_id)
+  redis.call('XADD', stream, '*', 'event_id', event_id, 'reward', reward, 'source', source,
+    'doc', redis.call('HGET', rec, 'doc'))
+end
+local function rewards_of(text)
+  local out = {}
+  for v in string.gmatch(text or '', '[^ ]+') do out[#out + 1] = tonumber(v) end
+  return out
+end
+"""
+
+_ADD = """
+local rec, due = KEYS[1], KEYS[2]
+redis.call('HSET', rec, unpack(ARGV, 4))
+redis.call('PEXPIREAT', rec, ARGV[1])
+if ARGV[2] ~= '' then redis.call('ZADD', due, ARGV[2], ARGV[3]) end
+return 1
+"""
+
+_JOIN = (
+    _HAND_OFF
+    + """
+local rec, rids, due, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local event_id, value, reward_id, at = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if redis.call('EXISTS', rec) == 0 then return 'unknown_event' end
+local f = redis.call('HMGET', rec, 'low', 'high', 'learned', 'window_end', 'aggregation', 'rewards')
+if value < tonumber(f[1]) or value > tonumber(f[2]) then return 'invalid' end
+if reward_id ~= '' and redis.call('SISMEMBER', rids, reward_id) == 1 then return 'duplicate' end
+local window_end = tonumber(f[4])
+if f[3] == '1' or (window_end and at > window_end) then return 'late' end
+if f[5] == 'first' and f[6] and f[6] ~= '' then return 'late' end
+if reward_id ~= '' then
+  redis.call('SADD', rids, reward_id)
+  redis.call('PEXPIRE', rids, redis.call('PTTL', rec))
+end
+if window_end and f[5] == 'first' then
+  hand_off(rec, due, stream, event_id, ARGV[2], 'reward')
+else
+  redis.call('HSET', rec, 'rewards', ((f[6] or '') .. ' ' .. ARGV[2]))
+end
+return 'accepted'
+"""
+)
+
+_ACTIVATE = (
+    _HAND_OFF
+    + """
+local rec, rids, due, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local event_id, now = ARGV[1], tonumber(ARGV[2])
+if redis.call('EXISTS', rec) == 0 then return 0 end
+local f = redis.call('HMGET', rec, 'window_end', 'window', 'grace', 'aggregation', 'rewards', 'learned')
+if f[1] then return 1 end
+local window_end = now + tonumber(f[2])
+redis.call('HSET', rec, 'window_end', string.format('%.17g', window_end), 'activated_at', ARGV[2])
+redis.call('PEXPIREAT', rec, math.ceil((window_end + tonumber(f[3])) * 1000))
+if redis.call('EXISTS', rids) == 1 then redis.call('PEXPIRE', rids, redis.call('PTTL', rec)) end
+local rewards = rewards_of(f[5])
+if f[4] == 'first' and #rewards > 0 then
+  hand_off(rec, due, stream, event_id, string.format('%.17g', rewards[1]), 'reward')
+elseif f[6] ~= '1' then
+  redis.call('ZADD', due, window_end, event_id)
+end
+return 1
+"""
+)
+
+_CLOSE = (
+    _HAND_OFF
+    + """
+local due, stream = KEYS[1], KEYS[2]
+local now, prefix, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
+local learned = 0
+for _, event_id in ipairs(ids) do
+  local rec = prefix .. event_id
+  local f = redis.call('HMGET', rec, 'learned', 'aggregation', 'rewards', 'default')
+  if f[1] == '0' then
+    local rewards = rewards_of(f[3])
+    local reward, source = tonumber(f[4]), 'default'
+    if #rewards > 0 then
+      source = 'reward'
+      reward = rewards[1]
+      for i = 2, #rewards do
+        if f[2] == 'sum' then reward = reward + rewards[i] elseif rewards[i] > reward then reward = rewards[i] end
+      end
+    end
+    hand_off(rec, due, stream, event_id, string.format('%.17g', reward), source)
+    learned = learned + 1
+  else
+    redis.call('ZREM', due, event_id)
+  end
+end
+return learned
+"""
+)
+
+
+@dataclass(slots=True)
+class LearnEntry:
+    """One decision handed to the learner, as read from a shard's stream."""
+
+    stream: str
+    entry_id: str
+    record: DecisionRecord
+    reward: float
+    source: Source
+
+
+class ShardKeys:
+    __slots__ = ("due", "prefix", "stream", "tag")
+
+    def __init__(self, prefix: str, shard: int) -> None:
+        self.tag = f"{prefix}:{{d{shard}}}"
+        self.due = self.tag + ":due"
+        self.stream = self.tag + ":learn"
+        self.prefix = self.tag + ":e:"  # + event id: a decision's hash
+
+    def record(self, event_id: str) -> str:
+        return self.prefix + event_id
+
+    def reward_ids(self, event_id: str) -> str:
+        return self.tag + ":r:" + event_id
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+class RedisDecisionLog:
+    """The `DecisionLog` on Redis (no capacity limit: memory is bounded by each decision's TTL)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, shards: int = 16) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.shards = [ShardKeys(prefix, i) for i in range(shards)]
+        self._add = LuaScript(client, _ADD)
+        self._join = LuaScript(client, _JOIN)
+        self._activate = LuaScript(client, _ACTIVATE)
+        self._close = LuaScript(client, _CLOSE)
+        self.scripts = (self._add, self._join, self._activate, self._close)
+
+    def shard(self, event_id: str) -> ShardKeys:
+        return self.shards[zlib.crc32(event_id.encode()) % len(self.shards)]
+
+    def _keys(self, event_id: str) -> list[str]:
+        s = self.shard(event_id)
+        return [s.record(event_id), s.reward_ids(event_id), s.due, s.stream]
+
+    def queue_add(self, pipe: Any, record: DecisionRecord) -> None:
+        """Queue the decision's atomic write (hash, expiry, window deadline) on a pipeline (`run_scripts`)."""
+        s = self.shard(record.event_id)
+        fields: dict[str, str] = {
+            "doc": json.dumps(record.to_json(), separators=(",", ":")),
+            "learned": "1" if record.learned else "0",
+            "low": _fmt(record.reward_range[0]),
+            "high": _fmt(record.reward_range[1]),
+            "aggregation": record.aggregation,
+            "default": _fmt(record.default_reward),
+            "window": _fmt(record.window_seconds),
+            "grace": _fmt(record.grace_seconds),
+            "rewards": " ".join(_fmt(r) for r in record.rewards),
+        }
+        end = record.window_end
+        if end is not None:
+            fields["window_end"] = _fmt(end)
+            fields["activated_at"] = _fmt(record.activated_at or 0.0)
+        due = _fmt(end) if end is not None and not record.learned else ""
+        args: list[Any] = [int(record.expires_at * 1000) + 1, due, record.event_id]
+        for name, value in fields.items():
+            args += [name, value]
+        self._add.queue(pipe, [s.record(record.event_id), s.due], args)
+
+    def queue_get(self, pipe: Any, event_id: str) -> None:
+        """Queue the reads of a decision (two replies, for `parse_get`)."""
+        s = self.shard(event_id)
+        pipe.hgetall(s.record(event_id))
+        pipe.smembers(s.reward_ids(event_id))
+
+    @staticmethod
+    def parse_get(fields: dict[Any, Any], reward_ids: Any) -> DecisionRecord | None:
+        if not fields:
+            return None
+        return _record({_text(k): _text(v) for k, v in fields.items()}, reward_ids)
+
+    @unavailable_on_error
+    async def add(self, record: DecisionRecord) -> bool:
+        await run_scripts(self.client, lambda pipe: self.queue_add(pipe, record), self.scripts)
+        return True
+
+    @unavailable_on_error
+    async def get(self, event_id: str) -> DecisionRecord | None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            self.queue_get(pipe, event_id)
+            fields, reward_ids = await pipe.execute()
+        return self.parse_get(fields, reward_ids)
+
+    @unavailable_on_error
+    async def join(self, event_id: str, value: float, reward_id: str, at: float) -> JoinStatus:
+        status = await self._join(keys=self._keys(event_id), args=[event_id, _fmt(value), reward_id, _fmt(at)])
+        return JoinStatus(_text(status))
+
+    @unavailable_on_error
+    async def activate(self, event_id: str, now: float) -> bool:
+        return bool(await self._activate(keys=self._keys(event_id), args=[event_id, _fmt(now)]))
+
+    @unavailable_on_error
+    async def close_windows(self, now: float, limit: int = 500) -> int:
+        """Close due windows in every shard: one script per shard, all in one pipelined round trip."""
+
+        def build(pipe: Any) -> None:
+            for s in self.shards:
+                self._close.queue(pipe, [s.due, s.stream], [_fmt(now), s.prefix, limit])
+
+        replies = await run_scripts(self.client, build, self.scripts)
+        return sum(int(n) for n in replies)
+
+    @unavailable_on_error
+    async def discard(self, event_ids: Sequence[str]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                s = self.shard(event_id)
+                pipe.delete(s.record(event_id), s.reward_ids(event_id))
+                pipe.zrem(s.due, event_id)
+            await pipe.execute()
+
+    @unavailable_on_error
+    async def read_learnable(self, after: dict[str, str], count: int = 500) -> list[LearnEntry]:
+        """Entries handed to the learner after the given stream ids (`0` for the beginning), oldest first."""
+        streams = {s.stream: after.get(s.stream, "0") for s in self.shards}
+        replies: Any = await self.client.xread(streams, count=count)  # type: ignore[arg-type]
+        entries: list[LearnEntry] = []
+        for stream, items in replies:
+            for entry_id, fields in items:
+                f = {_text(k): _text(v) for k, v in fields.items()}
+                record = DecisionRecord.from_json(json.loads(f["doc"]))
+                source: Source = "default" if f["source"] == "default" else "reward"
+                entries.append(LearnEntry(_text(stream), _text(entry_id), record, float(f["reward"]), source))
+        return entries
+
+
+def _record(f: dict[str, str], reward_ids: Any) -> DecisionRecord:
+    doc: dict[str, Any] = json.loads(f["doc"])
+    record = DecisionRecord.from_json(doc)
+    record.learned = f.get("learned") == "1"
+    record.rewards = tuple(float(x) for x in f.get("rewards", "").split())
+    record.reward_ids = tuple(sorted(_text(x) for x in reward_ids))
+    if "activated_at" in f:
+        record.activated_at = float(f["activated_at"])
+    return record

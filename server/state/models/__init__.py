@@ -1,0 +1,23 @@
+"""Models: the VW policy served per decision point, and where its snapshots live.
+
+`ModelRegistry` holds the served models (one `ServedModel` per decision point, versioned); it opens and
+saves them through a `ModelStore`: `FileModelStore` (snapshots in the data directory, embedded) or
+`FollowedModelStore` (Redis-mode replicas, which take models from `RedisModelStore`'s publications).
+"""
+
+from ._files import FileModelStore, FollowedModelStore
+from ._redis import PublishedModel, RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
+from ._registry import ModelRegistry, ModelStore, ServedModel
+
+__all__ = [
+    "FileModelStore",
+    "FollowedModelStore",
+    "ModelRegistry",
+    "ModelStore",
+    "PublishedModel",
+    "RedisModelStore",
+    "ServedModel",
+    "Snapshot",
+    "policy_bytes",
+    "policy_from_bytes",
+]

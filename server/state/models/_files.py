@@ -1,0 +1,59 @@
+"""Model snapshots on disk (embedded), and the store of Redis-mode replicas, which never snapshot.
+
+DATA_DIR/models/<decision_point>/<fingerprint>/<seq>.vw, written atomically; the last few are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from policies import VWPolicy
+
+_SNAPSHOT = re.compile(r"^(\d{10})\.vw$")
+
+
+class FollowedModelStore:
+    """Redis-mode replicas: models come from the shared learner's publications (`TailorServer._follow`),
+    never from local files, and a replica never snapshots (it does not learn)."""
+
+    def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None:
+        return None
+
+    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None:
+        raise RuntimeError("replicas do not snapshot models: the shared learner publishes them")
+
+
+class FileModelStore:
+    """Snapshots as files: DATA_DIR/models/<decision_point>/<fingerprint>/<seq>.vw, written atomically."""
+
+    def __init__(self, root: Path, keep: int = 3) -> None:
+        self.root = root
+        self.keep = keep
+
+    def _dir(self, decision_point: str, fingerprint: str) -> Path:
+        return self.root / decision_point / fingerprint
+
+    def _snapshots(self, folder: Path) -> list[tuple[int, Path]]:
+        if not folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _SNAPSHOT.match(p.name))]
+        return sorted(found)
+
+    def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None:
+        snaps = self._snapshots(self._dir(decision_point, fingerprint))
+        return snaps[-1] if snaps else None
+
+    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None:
+        folder = self._dir(decision_point, fingerprint)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vw_args.txt").write_text(policy.spec.vw_args() + "\n")
+        final = folder / f"{seq:010d}.vw"
+        tmp = folder / f".{seq:010d}.vw.tmp"
+        policy.save(tmp)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        for _, old in self._snapshots(folder)[: -self.keep]:
+            old.unlink(missing_ok=True)

@@ -1,0 +1,254 @@
+"""Redis mode end to end: two `tailor serve` replicas and `tailor learn` sharing a private redis-server.
+
+Decisions made on one replica are rewarded through the other and learned once by the one learner; new
+models reach both replicas without a restart; a killed learner loses nothing and learns nothing twice;
+a standby learner takes over; and when Redis goes away the replicas keep deciding and recover by
+themselves when it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+
+from server.tools.launcher import LearnProcess, metric_sum
+from tailor.v1 import decision_service_pb2 as pb
+
+from ..conftest import LAYOUTS, ServeProcess, write_catalog
+from ..redis_server import RedisServer
+
+E = pb.EventType
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+class Cluster:
+    def __init__(self, tmp: Path, redis_server: RedisServer) -> None:
+        self.tmp = tmp
+        self.redis = redis_server
+        self.prefix = f"t{uuid.uuid4().hex[:6]}"
+        self.catalogs = tmp / "catalogs"
+        self.catalogs.mkdir()
+        write_catalog(self.catalogs, "home_layout", {a: {"style": a} for a in LAYOUTS}, reward_window_seconds=2)
+        self.replicas: list[ServeProcess] = []
+        self.learners: list[LearnProcess] = []
+
+    def replica(self) -> ServeProcess:
+        extra = ("--redis-url", self.redis.url, "--redis-prefix", self.prefix)
+        proc = ServeProcess(self.catalogs, self.tmp / f"data-{len(self.replicas)}", *extra).wait_serving()
+        self.replicas.append(proc)
+        return proc
+
+    def learner(self) -> LearnProcess:
+        log = self.tmp / f"learn-{len(self.learners)}.log"
+        proc = LearnProcess(self.catalogs, self.redis.url, self.prefix, log).start()
+        self.learners.append(proc)
+        return proc
+
+    def stream_counts(self) -> tuple[int, dict[str, str], dict[str, str]]:
+        """(entries ever added to the learn streams, their last ids, the offsets the published models cover)."""
+        client = self.redis.client()
+        added, last = 0, {}
+        for key in client.scan_iter(f"{self.prefix}:*:learn"):
+            info = client.xinfo_stream(key)
+            added += info["entries-added"]
+            last[key] = info["last-generated-id"]
+        offsets = {str(k): str(v) for k, v in client.hgetall(f"{self.prefix}:{{m}}:offsets").items()}
+        client.close()
+        return added, last, offsets
+
+    def stop(self) -> None:
+        for learner in self.learners:
+            learner.kill()
+        for replica in self.replicas:
+            replica.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, redis_server)
+    yield c
+    c.stop()
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_decided_on_one_replica_rewarded_through_the_other_learned_once(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    learner = cluster.learner()
+    decisions = [a.client.decide(f"s{i}", "home_layout", context={"seg": f"g{i % 3}"}) for i in range(30)]
+    start_version = decisions[0].model_version
+    statuses = [b.client.report_rewards([(d.event_id, 1.0, "r")])[0].status for d in decisions[:20]]
+    assert statuses == [pb.REWARD_STATUS_ACCEPTED] * 20
+    assert [r.status for r in a.client.report_rewards([(d.event_id, 1.0, "r") for d in decisions[:20]])] == [
+        pb.REWARD_STATUS_DUPLICATE
+    ] * 20
+    # 20 learned at their reward, 10 with the default reward when their 2 s window closes
+    assert eventually(lambda: learner.sample("tailor_learned_examples_total") == 30)
+    assert learner.sample("tailor_learned_examples_total", source="default") == 10
+
+    def same_new_version() -> bool:
+        versions = {r.client.decide("probe", "home_layout").model_version for r in (a, b)}
+        return len(versions) == 1 and start_version not in versions
+
+    assert eventually(same_new_version, timeout=5)
+    # two Redis round trips per decision: one pipelined read before deciding, one pipelined write after
+    served = metric_sum(a.metrics(), "tailor_decisions_total")
+    assert served >= 30
+    assert metric_sum(a.metrics(), "tailor_redis_round_trips_total", op="decide_read") == served
+    assert metric_sum(a.metrics(), "tailor_redis_round_trips_total", op="decide_write") == served
+    added, _, _ = cluster.stream_counts()
+    assert added == 30  # each decision handed to the learner exactly once
+
+
+def command_calls(client: redis.Redis, command: str) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_decision_is_two_round_trips_and_survives_a_flushed_script_cache(cluster: Cluster) -> None:
+    a = cluster.replica()
+    client = cluster.redis.client()
+    a.client.track_events([pb.SessionEvent(session_id="s1", type=E.EVENT_TYPE_CLICK, category="shoes")])
+    a.client.decide("s1", "home_layout")  # scripts loaded
+    exists, evalsha = command_calls(client, "script|exists"), command_calls(client, "evalsha")
+    for i in range(10):
+        a.client.decide("s1", "home_layout", event_id=f"rt-{i}")
+    # the write is the decision's script and the session's, in the same pipeline as each other, and
+    # nothing asks Redis whether it has the scripts (which would be a third round trip)
+    assert command_calls(client, "script|exists") == exists
+    assert command_calls(client, "evalsha") == evalsha + 20
+    client.script_flush()  # as after a Redis restart: the scripts are gone
+    d = a.client.decide("s1", "home_layout", event_id="after-flush")
+    assert a.client.report_rewards([(d.event_id, 1.0, "r")])[0].status == pb.REWARD_STATUS_ACCEPTED  # it was logged
+    a.client.track_events([pb.SessionEvent(session_id="s1", type=E.EVENT_TYPE_CLICK, category="bags")])
+    client.close()
+
+
+def test_sessions_are_shared_by_the_replicas(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    a.client.track_events([pb.SessionEvent(session_id="s1", type=E.EVENT_TYPE_CLICK, category="shoes", id="e1")])
+    b.client.track_events([pb.SessionEvent(session_id="s1", type=E.EVENT_TYPE_CLICK, category="shoes", id="e1")])
+    features = b.client.get_session("s1")
+    assert features["top_category"] == "shoes"
+    assert features["events"] == pytest.approx(0.6931, abs=1e-3)  # the duplicate from B was dropped
+    assert a.client.delete_session("s1") and not b.client.delete_session("s1")
+
+
+def test_a_killed_learner_loses_nothing_and_learns_nothing_twice(cluster: Cluster) -> None:
+    a = cluster.replica()
+    first = cluster.learner()
+    for i in range(40):
+        d = a.client.decide(f"s{i}", "home_layout")
+        a.client.report_rewards([(d.event_id, 1.0 if i % 2 else 0.0, "r")])
+        if i == 20:
+            assert eventually(lambda: first.sample("tailor_model_snapshots_total") >= 1)
+    first.kill()  # kill -9, probably with learned but unpublished examples
+    second = cluster.learner()
+    assert eventually(lambda: second.sample("tailor_learner_leader") == 1, timeout=15)
+    for i in range(40, 50):
+        d = a.client.decide(f"s{i}", "home_layout")
+        a.client.report_rewards([(d.event_id, 1.0, "r")])
+
+    def all_published() -> bool:
+        added, last, offsets = cluster.stream_counts()
+        return added == 50 and all(offsets.get(k) == v for k, v in last.items())
+
+    assert eventually(all_published, timeout=15)  # every hand-off is covered by the published models
+
+
+def test_a_killed_replica_loses_nothing(cluster: Cluster) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    learner = cluster.learner()
+    decisions = [a.client.decide(f"s{i}", "home_layout", defer_activation=i == 0) for i in range(10)]
+    a.kill()  # kill -9: whatever it acknowledged is in Redis
+    assert b.client.decide("s1", "home_layout", event_id=decisions[1].event_id) == decisions[1]  # replayed
+    b.client.activate(decisions[0].event_id)
+    results = b.client.report_rewards([(d.event_id, 1.0, "r") for d in decisions])
+    assert [r.status for r in results] == [pb.REWARD_STATUS_ACCEPTED] * 10
+    assert eventually(lambda: learner.sample("tailor_learned_examples_total") == 10)
+
+
+def test_a_standby_learner_takes_over(cluster: Cluster) -> None:
+    a = cluster.replica()
+    one, two = cluster.learner(), cluster.learner()
+    assert eventually(lambda: one.sample("tailor_learner_leader") + two.sample("tailor_learner_leader") == 1)
+    leader, standby = (one, two) if one.sample("tailor_learner_leader") == 1 else (two, one)
+    leader.kill()
+    assert eventually(lambda: standby.sample("tailor_learner_leader") == 1, timeout=15)  # lease: 5 s
+    d = a.client.decide("s", "home_layout")
+    a.client.report_rewards([(d.event_id, 1.0, "r")])
+    assert eventually(lambda: standby.sample("tailor_learned_examples_total") >= 1)
+
+
+def test_replicas_fail_open_while_redis_is_down_and_recover(cluster: Cluster) -> None:
+    a = cluster.replica()
+    before = a.client.decide("s", "home_layout")
+    cluster.redis.kill()
+    during = a.client.decide("s", "home_layout", context={"device": "mobile"})  # still answers
+    assert during.action_id in LAYOUTS and during.model_version == before.model_version
+    assert "tailor_decide_fail_open_total" in a.metrics()
+    with pytest.raises(grpc.RpcError) as info:
+        a.client.report_rewards([(before.event_id, 1.0, "r")])
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # never silently dropped: the client retries
+    with pytest.raises(grpc.RpcError) as info:
+        a.client.track_events([pb.SessionEvent(session_id="s", type=E.EVENT_TYPE_CLICK)])
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    cluster.redis.start()  # back (empty: this test server keeps nothing on disk)
+
+    def recovered() -> bool:
+        try:
+            d = a.client.decide("s2", "home_layout")
+            return a.client.report_rewards([(d.event_id, 1.0, "r")])[0].status == pb.REWARD_STATUS_ACCEPTED
+        except grpc.RpcError:
+            return False
+
+    assert eventually(recovered)
+    assert redis.Redis(port=cluster.redis.port).ping()
+
+
+def test_a_hung_redis_is_a_deadline_not_a_hang(cluster: Cluster) -> None:
+    """Redis stops answering without closing connections (SIGSTOP): each call gives up after the
+    configured Redis timeout (0.5 s by default); Decide fails open, writes are UNAVAILABLE, and service
+    resumes by itself when Redis does."""
+    a = cluster.replica()
+    before = a.client.decide("s", "home_layout")
+    assert cluster.redis.proc is not None
+    os.kill(cluster.redis.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        during = a.client.decide("s", "home_layout")  # the read and the write each wait one deadline
+        assert during.action_id in LAYOUTS and time.monotonic() - started < 3.0
+        with pytest.raises(grpc.RpcError) as info:
+            a.client.track_events([pb.SessionEvent(session_id="s", type=E.EVENT_TYPE_CLICK)])
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        os.kill(cluster.redis.proc.pid, signal.SIGCONT)
+
+    def recovered() -> bool:
+        try:
+            return a.client.report_rewards([(before.event_id, 1.0, "r")])[0].status == pb.REWARD_STATUS_ACCEPTED
+        except grpc.RpcError:
+            return False
+
+    assert eventually(recovered)
