@@ -1,4 +1,10 @@
-"""The Tailor server: gRPC servicers, app wiring, configuration, catalogs, stores, metrics and CLI."""
+"""The Tailor server, one room per stage of the data flow (docs/architecture.md has the full map).
+
+`_cli` (the `tailor` command) and `_app` (wiring, lifecycle) sit on top of `api` (the gRPC face),
+`decisions`, `sessions`, `learning`, `state` (memory and Redis backends side by side), `catalogs` and
+`core`; each imports only the rooms below it (checked by import-linter in the gate). `tools` (launcher,
+simulator, local cluster) drives the server from outside and is never imported by serving code.
+"""
 
 from server.catalogs import Catalog, CatalogError, load_catalog_dir
 from server.core import Limits, ServeConfig

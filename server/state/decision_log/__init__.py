@@ -3,6 +3,8 @@
 `DecisionLog` is the interface (the join lives here so a backend can make it atomic); `InMemoryDecisionLog`
 is the embedded default, `RedisDecisionLog` shards decisions under hash tags and hands them to the learner
 on streams, exactly once.
+
+Imports: `server.core` and `server.state._redis`; nothing above state.
 """
 
 from ._base import Aggregation, Decision, DecisionLog, DecisionRecord, JoinStatus, LearnSink, Source

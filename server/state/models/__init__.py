@@ -3,6 +3,8 @@
 `ModelRegistry` holds the served models (one `ServedModel` per decision point, versioned); it opens and
 saves them through a `ModelStore`: `FileModelStore` (snapshots in the data directory, embedded) or
 `FollowedModelStore` (Redis-mode replicas, which take models from `RedisModelStore`'s publications).
+
+Imports: `server.catalogs`, `server.core`, `policies`; nothing above state.
 """
 
 from ._files import FileModelStore, FollowedModelStore

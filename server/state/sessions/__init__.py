@@ -2,6 +2,8 @@
 
 `SessionStore` is the interface; `InMemorySessionStore` (embedded default: LRU, idle TTL, capacity) and
 `RedisSessionStore` (a hash per session, folded by Lua scripts that mirror `SessionState.apply`) implement it.
+
+Imports: `server.core` and `server.state._redis`; nothing above state.
 """
 
 from ._base import MAX_CATEGORIES, MAX_OPEN_DECISIONS, OpenDecision, SessionState, SessionStore

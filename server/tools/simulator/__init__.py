@@ -5,6 +5,8 @@
 - `_report.py`: scoring against four baselines, the results table and the plot (needs matplotlib:
   `pip install 'tailor-decisions[sim]'`).
 - `_command.py`: the command line.
+
+Imports: `tailor` (the public client), `server.tools.launcher`; never serving code.
 """
 
 from ._command import add_arguments, run
