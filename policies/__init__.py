@@ -7,11 +7,29 @@ from ._cost import COST_BOUNDS_ARGS, reward_to_cost
 from ._encoding import action_line, encode_feature, encode_features, escape_key, escape_value, shared_line
 from ._exploration import Bag, Cover, EpsilonGreedy, Exploration, Softmax, SquareCB
 from ._sampling import sample_index, uniform_from_id
-from ._vw import LearningSpec, VWPolicy
+from ._vw import (
+    DEFAULT_IGNORE_LINEAR,
+    DEFAULT_INTERACTIONS,
+    LEGACY_IGNORE_LINEAR,
+    LEGACY_INTERACTIONS,
+    NAMESPACES,
+    BuiltWith,
+    LearningSpec,
+    VWPolicy,
+    check_ignore_linear,
+    check_interactions,
+    recorded_flags,
+)
 
 __all__ = [
     "COST_BOUNDS_ARGS",
+    "DEFAULT_IGNORE_LINEAR",
+    "DEFAULT_INTERACTIONS",
+    "LEGACY_IGNORE_LINEAR",
+    "LEGACY_INTERACTIONS",
+    "NAMESPACES",
     "Bag",
+    "BuiltWith",
     "Cover",
     "EpsilonGreedy",
     "Exploration",
@@ -20,10 +38,13 @@ __all__ = [
     "SquareCB",
     "VWPolicy",
     "action_line",
+    "check_ignore_linear",
+    "check_interactions",
     "encode_feature",
     "encode_features",
     "escape_key",
     "escape_value",
+    "recorded_flags",
     "reward_to_cost",
     "sample_index",
     "shared_line",

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
 from math import floor
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from vowpalwabbit import pyvw
 
 from ._cost import COST_BOUNDS_ARGS
@@ -22,8 +25,49 @@ from ._exploration import Exploration, SquareCB
 
 _vw = pyvw.pylibvw.vw
 
-#: Shared namespaces are crossed with the action namespace: context x action, session x action.
-INTERACTIONS = (CONTEXT_NAMESPACE + ACTION_NAMESPACE, SESSION_NAMESPACE + ACTION_NAMESPACE)
+NAMESPACES = (CONTEXT_NAMESPACE, SESSION_NAMESPACE, ACTION_NAMESPACE)
+
+#: The interactions of every model built before they were configurable (Tailor 0.1): context x action and
+#: session x action, no `--ignore_linear`. A model with these flags keeps them across upgrades.
+LEGACY_INTERACTIONS: tuple[str, ...] = (CONTEXT_NAMESPACE + ACTION_NAMESPACE, SESSION_NAMESPACE + ACTION_NAMESPACE)
+LEGACY_IGNORE_LINEAR: tuple[str, ...] = ()
+
+#: Defaults for new models (benchmarks/learning/README.md has the table they were chosen from).
+DEFAULT_INTERACTIONS: tuple[str, ...] = LEGACY_INTERACTIONS
+DEFAULT_IGNORE_LINEAR: tuple[str, ...] = LEGACY_IGNORE_LINEAR
+
+
+def check_interactions(value: Sequence[str]) -> tuple[str, ...]:
+    """Validate VW namespace interactions: 2 letters (quadratic) or 3 (cubic) from Tailor's namespaces.
+
+    Each must involve the action namespace: in `cb_explore_adf` a product of shared namespaces alone is
+    the same for every action and cannot change a ranking."""
+    out = tuple(value)
+    for term in out:
+        if len(term) not in (2, 3) or any(ns not in NAMESPACES for ns in term):
+            raise ValueError(
+                f"interaction {term!r}: give 2 (quadratic) or 3 (cubic) namespace letters from "
+                f"{', '.join(NAMESPACES)} (c: request context, s: session intent, a: action), e.g. ca or cca"
+            )
+        if ACTION_NAMESPACE not in term:
+            raise ValueError(
+                f"interaction {term!r} does not involve the action namespace {ACTION_NAMESPACE!r}: it would be "
+                "the same for every action and could not change a ranking"
+            )
+    if len(set(out)) != len(out):
+        raise ValueError(f"interactions repeat a term: {list(out)}")
+    return out
+
+
+def check_ignore_linear(value: Sequence[str]) -> tuple[str, ...]:
+    """Validate namespace letters whose linear (uncrossed) terms VW should ignore."""
+    out = tuple(value)
+    for ns in out:
+        if ns not in NAMESPACES:
+            raise ValueError(f"ignore_linear {ns!r}: give namespace letters from {', '.join(NAMESPACES)}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"ignore_linear repeats a namespace: {list(out)}")
+    return out
 
 
 class LearningSpec(BaseModel):
@@ -37,11 +81,18 @@ class LearningSpec(BaseModel):
     exploration: Exploration = Field(default_factory=SquareCB)
     bits: int = Field(18, ge=10, le=28, description="feature hash table size, 2^bits weights")
     learning_rate: float | None = Field(None, gt=0, description="VW's -l; VW's default when unset")
+    interactions: Annotated[tuple[str, ...], AfterValidator(check_interactions)] = Field(
+        DEFAULT_INTERACTIONS, description="namespace interactions: -q for pairs, --cubic for triples"
+    )
+    ignore_linear: Annotated[tuple[str, ...], AfterValidator(check_ignore_linear)] = Field(
+        DEFAULT_IGNORE_LINEAR, description="namespaces whose linear terms are ignored (--ignore_linear)"
+    )
 
     def vw_args(self) -> str:
         """The full VW command line for this spec."""
         parts = ["--cb_explore_adf", self.exploration.vw_args(), COST_BOUNDS_ARGS]
-        parts += [f"-q {pair}" for pair in INTERACTIONS]
+        parts += [f"-q {term}" if len(term) == 2 else f"--cubic {term}" for term in self.interactions]
+        parts += [f"--ignore_linear {ns}" for ns in self.ignore_linear]
         parts.append(f"-b {self.bits}")
         if self.learning_rate is not None:
             parts.append(f"-l {self.learning_rate!r}")
@@ -50,6 +101,37 @@ class LearningSpec(BaseModel):
     def fingerprint(self) -> str:
         """Short stable id of the VW arguments; models with different fingerprints are incompatible."""
         return hashlib.sha256(self.vw_args().encode()).hexdigest()[:8]
+
+    def with_flags(self, interactions: tuple[str, ...], ignore_linear: tuple[str, ...]) -> LearningSpec:
+        return self.model_copy(update={"interactions": interactions, "ignore_linear": ignore_linear})
+
+
+def recorded_flags(vw_args: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The interactions and ignored linear namespaces in a VW command line written by `LearningSpec.vw_args`."""
+    tokens = vw_args.split()
+    interactions: list[str] = []
+    ignore_linear: list[str] = []
+    for flag, value in pairwise(tokens):
+        if flag in ("-q", "--quadratic", "--cubic"):
+            interactions.append(value)
+        elif flag == "--ignore_linear":
+            ignore_linear.append(value)
+    return tuple(interactions), tuple(ignore_linear)
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltWith:
+    """What an existing model was built with: its fingerprint and, where recorded, its VW command line.
+
+    Models published before the command line was recorded carry only their fingerprint; they were built
+    with the legacy interactions, which `flag_candidates` offers last."""
+
+    fingerprint: str
+    vw_args: str | None = None
+
+    def flag_candidates(self) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+        found = [recorded_flags(self.vw_args)] if self.vw_args else []
+        return [*found, (LEGACY_INTERACTIONS, LEGACY_IGNORE_LINEAR)]
 
 
 class VWPolicy:

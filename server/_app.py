@@ -212,14 +212,24 @@ class TailorServer:
             found = published.get(model.decision_point)
             # Follow whatever is published, even an older sequence (a learner that had to start over after
             # Redis lost its data): the published model is the one every replica must agree on.
-            if found is None or found.fingerprint != model.fingerprint or found.seq == model.seq:
+            if found is None or (found.fingerprint == model.fingerprint and found.seq == model.seq):
                 continue
+            spec = model.spec
+            if found.fingerprint != model.fingerprint:
+                # Other flags: adopt them if the catalog leaves them open (the learner kept an upgraded
+                # model's flags); a catalog that sets other flags waits for the learner to catch up.
+                catalog = self.service.catalogs.get(model.decision_point)
+                if catalog is None:
+                    continue
+                spec = catalog.policy.learning_spec([found.built_with])
+                if spec.fingerprint() != found.fingerprint:
+                    continue
             blob = await self.model_store.blob(found)
             if blob is None:
                 continue
             # Building a VW workspace from a model takes ~10 ms, mostly outside the GIL: in a thread the
             # loop keeps serving meanwhile; only the swap happens on it.
-            policy = await asyncio.to_thread(policy_from_bytes, model.spec, blob)
+            policy = await asyncio.to_thread(policy_from_bytes, spec, blob)
             if self.models.install(model.decision_point, policy, found.seq, found.saved_at):
                 log.info("serving published model %s for %s", found.version, model.decision_point)
 

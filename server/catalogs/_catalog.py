@@ -10,15 +10,33 @@ feature encoding off the Decide path for catalog actions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from policies import Exploration, LearningSpec, SquareCB, action_line
+from policies import (
+    DEFAULT_IGNORE_LINEAR,
+    DEFAULT_INTERACTIONS,
+    BuiltWith,
+    Exploration,
+    LearningSpec,
+    SquareCB,
+    action_line,
+    check_ignore_linear,
+    check_interactions,
+)
 from server.core import EventKind
 
 DECISION_POINT_PATTERN = r"^[a-z0-9_]+$"
@@ -39,12 +57,22 @@ FeatureScalar = Annotated[str | float, Field(union_mode="left_to_right")]
 
 
 class LearningParams(BaseModel):
-    """VW learning parameters. Changing them starts a new model for the decision point."""
+    """VW learning parameters. Changing them starts a new model for the decision point.
+
+    `interactions` and `ignore_linear` left unset mean: the flags of the decision point's existing model
+    (so upgrading Tailor never restarts a model because a default changed), or the current defaults for a
+    decision point without one. Setting either explicitly is a change of learning flags like any other."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bits: int = Field(18, ge=10, le=28, description="2^bits hashed weights")
     learning_rate: float | None = Field(None, gt=0, description="VW's -l; VW's default when unset")
+    interactions: Annotated[tuple[str, ...], AfterValidator(check_interactions)] | None = Field(
+        None, description="VW namespace interactions, e.g. [ca, sa, cca] (c context, s session, a action)"
+    )
+    ignore_linear: Annotated[tuple[str, ...], AfterValidator(check_ignore_linear)] | None = Field(
+        None, description="namespace letters whose uncrossed features VW ignores, e.g. [c]"
+    )
 
 
 class RewardRule(BaseModel):
@@ -94,10 +122,32 @@ class PolicyConfig(BaseModel):
                 raise ValueError(f"reward_rules.{i}.reward {rule.reward} must lie within reward_range {[low, high]}")
         return self
 
-    def learning_spec(self) -> LearningSpec:
-        return LearningSpec(
-            exploration=self.exploration, bits=self.learning.bits, learning_rate=self.learning.learning_rate
+    def learning_spec(self, existing: Sequence[BuiltWith] = ()) -> LearningSpec:
+        """The model this policy asks for, given the decision point's existing models (newest first).
+
+        Keys left unset take the defaults, unless an existing model matches the catalog on every key it
+        sets: then that model's flags are kept, and it resumes instead of starting over."""
+        learning = self.learning
+        interactions = DEFAULT_INTERACTIONS if learning.interactions is None else learning.interactions
+        ignore_linear = DEFAULT_IGNORE_LINEAR if learning.ignore_linear is None else learning.ignore_linear
+        spec = LearningSpec(
+            exploration=self.exploration,
+            bits=learning.bits,
+            learning_rate=learning.learning_rate,
+            interactions=interactions,
+            ignore_linear=ignore_linear,
         )
+        if learning.interactions is not None and learning.ignore_linear is not None:
+            return spec
+        for built in existing:
+            for recorded_interactions, recorded_ignore in built.flag_candidates():
+                kept = spec.with_flags(
+                    recorded_interactions if learning.interactions is None else interactions,
+                    recorded_ignore if learning.ignore_linear is None else ignore_linear,
+                )
+                if kept.fingerprint() == built.fingerprint:
+                    return kept
+        return spec
 
 
 class ActionSpec(BaseModel):

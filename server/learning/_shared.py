@@ -113,9 +113,10 @@ class SharedLearner:
         self.offsets = await self.store.offsets()
         self.models = {}
         for name, catalog in self.catalogs.items():
-            spec = catalog.policy.learning_spec()
-            fingerprint = spec.fingerprint()
             model = published.get(name)
+            # Keys the catalog leaves unset keep the published model's flags: an upgrade resumes it.
+            spec = catalog.policy.learning_spec([model.built_with] if model is not None else [])
+            fingerprint = spec.fingerprint()
             blob = await self.store.blob(model) if model and model.fingerprint == fingerprint else None
             if model is not None and blob is not None:
                 self.models[name] = _Model(name, fingerprint, policy_from_bytes(spec, blob), model.seq)
@@ -135,7 +136,10 @@ class SharedLearner:
         changed = [m for m in self.models.values() if m.changed]
         if not changed:
             return True
-        snapshots = [Snapshot(m.decision_point, m.fingerprint, m.seq + 1, policy_bytes(m.policy)) for m in changed]
+        snapshots = [
+            Snapshot(m.decision_point, m.fingerprint, m.seq + 1, policy_bytes(m.policy), m.policy.spec.vw_args())
+            for m in changed
+        ]
         if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets)):
             return False
         for m in changed:

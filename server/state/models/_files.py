@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from policies import VWPolicy
+from policies import BuiltWith, VWPolicy
 
 _SNAPSHOT = re.compile(r"^(\d{10})\.vw$")
 
@@ -20,6 +20,9 @@ class FollowedModelStore:
 
     def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None:
         return None
+
+    def built(self, decision_point: str) -> list[BuiltWith]:
+        return []  # a replica adopts the flags of the published model (`TailorServer._follow_once`)
 
     def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None:
         raise RuntimeError("replicas do not snapshot models: the shared learner publishes them")
@@ -44,6 +47,20 @@ class FileModelStore:
     def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None:
         snaps = self._snapshots(self._dir(decision_point, fingerprint))
         return snaps[-1] if snaps else None
+
+    def built(self, decision_point: str) -> list[BuiltWith]:
+        """Every model of the decision point with a snapshot, newest snapshot first, with the VW command
+        line recorded beside it (`vw_args.txt`, written since the first release)."""
+        found: list[tuple[float, BuiltWith]] = []
+        point = self.root / decision_point
+        for folder in point.iterdir() if point.is_dir() else ():
+            snaps = self._snapshots(folder)
+            if not snaps:
+                continue
+            args = folder / "vw_args.txt"
+            recorded = args.read_text().strip() if args.is_file() else None
+            found.append((snaps[-1][1].stat().st_mtime, BuiltWith(folder.name, recorded)))
+        return [b for _, b in sorted(found, key=lambda f: f[0], reverse=True)]
 
     def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None:
         folder = self._dir(decision_point, fingerprint)

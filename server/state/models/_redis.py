@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from policies import LearningSpec, VWPolicy
+from policies import BuiltWith, LearningSpec, VWPolicy
 
 _PUBLISH = """
 local leader_key, models, offsets = KEYS[1], KEYS[2], KEYS[3]
@@ -40,16 +40,26 @@ return 1
 """
 
 
+#: Version of the JSON kept per decision point in the models hash. 1 added `vw_args`; documents without
+#: `format` come from the first release and carry only fingerprint, seq and saved_at.
+META_FORMAT = 1
+
+
 @dataclass(frozen=True, slots=True)
 class PublishedModel:
     decision_point: str
     fingerprint: str
     seq: int
     saved_at: float
+    vw_args: str | None = None  # None: published before the command line was recorded
 
     @property
     def version(self) -> str:
         return f"{self.fingerprint}.{self.seq}"
+
+    @property
+    def built_with(self) -> BuiltWith:
+        return BuiltWith(self.fingerprint, self.vw_args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,7 @@ class Snapshot:
     fingerprint: str
     seq: int
     blob: bytes
+    vw_args: str
 
 
 def policy_bytes(policy: VWPolicy) -> bytes:
@@ -99,7 +110,7 @@ class RedisModelStore:
         for key, value in raw.items():
             point = key.decode() if isinstance(key, bytes) else key
             meta = json.loads(value)
-            out[point] = PublishedModel(point, meta["fingerprint"], meta["seq"], meta["saved_at"])
+            out[point] = PublishedModel(point, meta["fingerprint"], meta["seq"], meta["saved_at"], meta.get("vw_args"))
         return out
 
     async def blob(self, model: PublishedModel) -> bytes | None:
@@ -115,7 +126,15 @@ class RedisModelStore:
         args: list[Any] = [token, self.KEEP, len(snapshots)]
         now = time.time()
         for s in snapshots:
-            meta = json.dumps({"fingerprint": s.fingerprint, "seq": s.seq, "saved_at": now})
+            meta = json.dumps(
+                {
+                    "format": META_FORMAT,
+                    "fingerprint": s.fingerprint,
+                    "seq": s.seq,
+                    "saved_at": now,
+                    "vw_args": s.vw_args,
+                }
+            )
             old = self.blob_key(s.decision_point, s.fingerprint, s.seq - self.KEEP) if s.seq > self.KEEP else ""
             args += [s.decision_point, meta, self.blob_key(s.decision_point, s.fingerprint, s.seq), s.blob, old]
         for stream, entry_id in offsets.items():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from policies import LearningSpec, VWPolicy
+from policies import BuiltWith, LearningSpec, VWPolicy
 from server.catalogs import Catalog
 
 log = logging.getLogger("tailor.models")
@@ -25,6 +25,10 @@ class ModelStore(Protocol):
     """Where model snapshots live. The Redis backend implements the same interface."""
 
     def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None: ...
+
+    def built(self, decision_point: str) -> list[BuiltWith]:
+        """What the decision point's stored models were built with, newest first."""
+        ...
 
     def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None: ...
 
@@ -58,11 +62,15 @@ class ModelRegistry:
         return self._models.get(decision_point)
 
     def sync(self, catalogs: Mapping[str, Catalog]) -> None:
-        """Serve a model for every catalog: keep models whose flags are unchanged, load or start the rest."""
+        """Serve a model for every catalog: keep models whose flags are unchanged, load or start the rest.
+
+        Learning keys a catalog leaves unset keep the flags of the model being served, or else of the newest
+        stored model they match (`PolicyConfig.learning_spec`), so a changed default never restarts one."""
         models: dict[str, ServedModel] = {}
         for name, cat in catalogs.items():
-            spec = cat.policy.learning_spec()
             current = self._models.get(name)
+            existing = [BuiltWith(current.fingerprint, current.spec.vw_args())] if current is not None else []
+            spec = cat.policy.learning_spec([*existing, *self.store.built(name)])
             if current is not None and current.spec == spec:
                 models[name] = current
                 continue
@@ -83,11 +91,19 @@ class ModelRegistry:
         )
 
     def install(self, decision_point: str, policy: VWPolicy, seq: int, saved_at: float) -> bool:
-        """Serve a published model in place of the current one (same flags only); True if swapped."""
+        """Serve a published model in place of the current one; True if swapped. A model of other flags
+        replaces the served one (a replica adopts what the learner publishes, once its catalog allows it)."""
         model = self._models.get(decision_point)
-        if model is None or policy.spec != model.spec:
+        if model is None:
             policy.close()
             return False
+        if policy.spec != model.spec:
+            log.info("decision point %s: serving published model %s", decision_point, policy.spec.fingerprint())
+            self._models[decision_point] = ServedModel(
+                decision_point, policy.spec, policy.spec.fingerprint(), policy, seq, saved_at
+            )
+            model.policy.close()
+            return True
         old, model.policy, model.seq, model.saved_at = model.policy, policy, seq, saved_at
         old.close()
         return True

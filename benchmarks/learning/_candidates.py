@@ -1,0 +1,47 @@
+"""The candidate defaults: VW interactions, ignored linear namespaces and SquareCB's gamma_scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policies import LearningSpec, SquareCB
+
+#: The reference every candidate is held against: VW's own recommended contextual-bandit flags.
+REFERENCE_ARGS = "--cb_explore_adf --squarecb -q ca --cubic cca --ignore_linear c"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    interactions: tuple[str, ...]
+    ignore_linear: tuple[str, ...] = ()
+    gamma_scale: float = 10.0
+
+    def spec(self) -> LearningSpec:
+        return LearningSpec(
+            exploration=SquareCB(gamma_scale=self.gamma_scale),
+            interactions=self.interactions,
+            ignore_linear=self.ignore_linear,
+        )
+
+    def catalog_learning(self) -> dict[str, object]:
+        """The catalog keys that ask for this candidate."""
+        return {"interactions": list(self.interactions), "ignore_linear": list(self.ignore_linear)}
+
+    def catalog_exploration(self) -> dict[str, object]:
+        return {"algorithm": "squarecb", "gamma_scale": self.gamma_scale}
+
+
+CANDIDATES: dict[str, Candidate] = {
+    c.name: c
+    for c in (
+        Candidate("0.1: ca sa", ("ca", "sa")),
+        Candidate("ca sa, ignore c", ("ca", "sa"), ("c",)),
+        Candidate("ca sa cca", ("ca", "sa", "cca")),
+        Candidate("ca sa cca, ignore c", ("ca", "sa", "cca"), ("c",)),
+        Candidate("ca sa csa, ignore c", ("ca", "sa", "csa"), ("c",)),
+        Candidate("ca sa cca csa, ignore c", ("ca", "sa", "cca", "csa"), ("c",)),
+        Candidate("ca sa cca, ignore c, gamma 100", ("ca", "sa", "cca"), ("c",), 100.0),
+        Candidate("ca sa cca, ignore c, gamma 1000", ("ca", "sa", "cca"), ("c",), 1000.0),
+    )
+}
