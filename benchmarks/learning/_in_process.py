@@ -17,9 +17,7 @@ from ._problems import Problem, Round
 
 def examples(rounds: Sequence[Round]) -> list[tuple[str, list[str]]]:
     """The (shared line, action lines) Tailor builds for each round (no session features: fresh sessions)."""
-    return [
-        (shared_line(encode_features(r.context)), [action_line(a, dict(f)) for a, f in r.actions]) for r in rounds
-    ]
+    return [(shared_line(encode_features(r.context)), [action_line(a, dict(f)) for a, f in r.actions]) for r in rounds]
 
 
 def _draw(rng: random.Random, pmf: Sequence[float]) -> int:
@@ -56,7 +54,9 @@ def play_reference(problem: Problem, seed: int, vw_args: str) -> float:
             chosen = _draw(rng, pmf)
             reward = r.reward(problem.name, seed, i, chosen)
             total += reward
-            lines = [shared] + [(f"0:{-reward}:{pmf[chosen]} " if k == chosen else "") + a for k, a in enumerate(actions)]
+            lines = [shared] + [
+                (f"0:{-reward}:{pmf[chosen]} " if k == chosen else "") + a for k, a in enumerate(actions)
+            ]
             vw.learn(lines)
     finally:
         vw.finish()
