@@ -6,6 +6,7 @@ Knows nothing about gRPC, Redis or the server; it can be tested and benchmarked 
 from ._cost import COST_BOUNDS_ARGS, reward_to_cost
 from ._encoding import action_line, encode_feature, encode_features, escape_key, escape_value, shared_line
 from ._exploration import Bag, Cover, EpsilonGreedy, Exploration, Softmax, SquareCB
+from ._floor import apply_floor
 from ._sampling import sample_index, uniform_from_id
 from ._vw import (
     DEFAULT_IGNORE_LINEAR,
@@ -38,6 +39,7 @@ __all__ = [
     "SquareCB",
     "VWPolicy",
     "action_line",
+    "apply_floor",
     "check_ignore_linear",
     "check_interactions",
     "encode_feature",

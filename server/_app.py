@@ -117,9 +117,9 @@ class TailorServer:
     def _count_unactivated(self, record: DecisionRecord) -> None:
         self.metrics.decisions_expired_unactivated.labels(record.decision_point).inc()
 
-    def _model_states(self) -> Iterable[tuple[str, int, float, int]]:
+    def _model_states(self) -> Iterable[tuple[str, int, float, int, int]]:
         for m in self.models:
-            yield m.decision_point, m.seq, m.saved_at, m.learned_since_snapshot
+            yield m.decision_point, m.seq, m.saved_at, m.learned_since_snapshot, len(m.actions.under_floor)
 
     @property
     def pending_file(self) -> Path:
@@ -230,7 +230,7 @@ class TailorServer:
             # Building a VW workspace from a model takes ~10 ms, mostly outside the GIL: in a thread the
             # loop keeps serving meanwhile; only the swap happens on it.
             policy = await asyncio.to_thread(policy_from_bytes, spec, blob)
-            if self.models.install(model.decision_point, policy, found.seq, found.saved_at):
+            if self.models.install(model.decision_point, policy, found.seq, found.saved_at, found.actions):
                 log.info("serving published model %s for %s", found.version, model.decision_point)
 
     async def _snapshots(self) -> None:

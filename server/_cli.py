@@ -79,6 +79,7 @@ async def _learn(config: LearnConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, learner.request_reload)
     log.info("tailor learn: waiting for the lease on %s (metrics on %s)", config.redis_prefix, learner.metrics_port)
     try:
         await learner.run(stop)

@@ -6,8 +6,13 @@ from dataclasses import dataclass
 
 from policies import LearningSpec, SquareCB
 
-#: The reference every candidate is held against: VW's own recommended contextual-bandit flags.
+#: The reference every candidate is held against: VW's own recommended contextual-bandit flags, in process.
 REFERENCE_ARGS = "--cb_explore_adf --squarecb -q ca --cubic cca --ignore_linear c"
+#: Tailor's flags today, the baseline of the CPU column.
+BASELINE = "0.1: ca sa"
+#: The same flags through the service: the reference on the simulator, whose rounds need the service's
+#: session context and so cannot be replayed in process.
+SERVICE_REFERENCE = "VW reference flags: ca cca, ignore c"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,7 @@ CANDIDATES: dict[str, Candidate] = {
     c.name: c
     for c in (
         Candidate("0.1: ca sa", ("ca", "sa")),
+        Candidate("VW reference flags: ca cca, ignore c", ("ca", "cca"), ("c",)),
         Candidate("ca sa, ignore c", ("ca", "sa"), ("c",)),
         Candidate("ca sa cca", ("ca", "sa", "cca")),
         Candidate("ca sa cca, ignore c", ("ca", "sa", "cca"), ("c",)),

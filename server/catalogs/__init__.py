@@ -12,6 +12,7 @@ from ._catalog import (
     MAX_CATALOG_ACTIONS,
     Catalog,
     CatalogError,
+    NewActionFloor,
     load_catalog_dir,
     load_catalog_file,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_CATALOG_ACTIONS",
     "Catalog",
     "CatalogError",
+    "NewActionFloor",
     "load_catalog_dir",
     "load_catalog_file",
 ]

@@ -90,6 +90,19 @@ class RewardRule(BaseModel):
         return min(high, max(low, raw))
 
 
+class NewActionFloor(BaseModel):
+    """The exploration floor for actions added to a catalog whose model has already learned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    probability: float = Field(
+        0.05, ge=0, le=0.5, description="minimum probability of a new action (capped at an equal share); 0 turns it off"
+    )
+    until_learned: int = Field(
+        100, ge=1, le=1_000_000, description="until the model has learned this many decisions that chose the action"
+    )
+
+
 class PolicyConfig(BaseModel):
     """How a decision point decides and learns."""
 
@@ -104,6 +117,7 @@ class PolicyConfig(BaseModel):
     exploration: Exploration = Field(default_factory=SquareCB)
     reward_rules: list[RewardRule] = Field(default_factory=list, description="rewards derived from later events")
     learning: LearningParams = Field(default_factory=LearningParams)
+    new_action_floor: NewActionFloor = Field(default_factory=NewActionFloor)
 
     @model_validator(mode="after")
     def _check_rewards(self) -> PolicyConfig:

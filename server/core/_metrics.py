@@ -30,6 +30,12 @@ class Metrics:
             ["decision_point"],
             registry=registry,
         )
+        self.decisions_floored = Counter(
+            "tailor_decisions_floored_total",
+            "Decisions whose probabilities were raised by the new-action exploration floor.",
+            ["decision_point"],
+            registry=registry,
+        )
         self.decisions_unlearnable = Counter(
             "tailor_decisions_unlearnable_total",
             "Decisions served but not logged for learning because the decision log was full.",
@@ -159,6 +165,7 @@ class Metrics:
         self.decide_stats(name)
         for counter in (
             self.decisions_replayed,
+            self.decisions_floored,
             self.decisions_unlearnable,
             self.decisions_evicted,
             self.decisions_expired_unactivated,
@@ -179,13 +186,14 @@ class Metrics:
         """Export session store size and churn, read at scrape time as (sessions, evicted, expired)."""
         self.registry.register(_SessionCollector(read))
 
-    def add_model_collector(self, read: Callable[[], Iterable[tuple[str, int, float, int]]]) -> None:
-        """Export model version and age, read at scrape time from (decision_point, seq, snapshot_time, learned)."""
+    def add_model_collector(self, read: Callable[[], Iterable[tuple[str, int, float, int, int]]]) -> None:
+        """Export model version and age, read at scrape time from (decision_point, seq, snapshot_time, learned,
+        catalog actions under the new-action floor)."""
         self.registry.register(_ModelCollector(read))
 
 
 class _ModelCollector(Collector):
-    def __init__(self, read: Callable[[], Iterable[tuple[str, int, float, int]]]) -> None:
+    def __init__(self, read: Callable[[], Iterable[tuple[str, int, float, int, int]]]) -> None:
         self._read = read
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -205,13 +213,20 @@ class _ModelCollector(Collector):
             "Examples learned since the last snapshot (lost on kill -9).",
             labels=["decision_point"],
         )
-        for name, seq, saved_at, pending in self._read():
+        floored = GaugeMetricFamily(
+            "tailor_actions_under_floor",
+            "Catalog actions the served model has learned too few times: Decide gives them the floor probability.",
+            labels=["decision_point"],
+        )
+        for name, seq, saved_at, pending, under_floor in self._read():
             version.add_metric([name], seq)
             age.add_metric([name], max(0.0, now - saved_at))
             unsaved.add_metric([name], pending)
+            floored.add_metric([name], under_floor)
         yield version
         yield age
         yield unsaved
+        yield floored
 
 
 class _SessionCollector(Collector):

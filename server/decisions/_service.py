@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from policies import action_line, encode_features, sample_index, shared_line
+from policies import action_line, apply_floor, encode_features, sample_index, shared_line
 from server.catalogs import Catalog
 from server.core import (
     FailedPrecondition,
@@ -109,6 +109,8 @@ class DecisionService:
         session_text = intent_text(session, now) if session is not None else ""
         shared = shared_line(encode_features(q.context), session_text)
         pmf = model.policy.predict(shared, lines, text)
+        if model.actions.under_floor and not q.actions:  # catalog actions the model has barely learned
+            pmf = self._floor(catalog, model.actions.under_floor, ids, pmf)
         chosen = sample_index(pmf, event_id)
         # sorted() is stable, also with reverse=True: ties keep candidate order
         ranking = tuple(sorted(zip(ids, pmf, strict=True), key=_probability, reverse=True))
@@ -146,6 +148,14 @@ class DecisionService:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
         self._stats[q.decision_point].observe(time.perf_counter() - started)
         return decision
+
+    def _floor(self, catalog: Catalog, under: frozenset[str], ids: Sequence[str], pmf: list[float]) -> list[float]:
+        floor = catalog.policy.new_action_floor.probability
+        lifted = [i for i, a in enumerate(ids) if a in under]
+        if floor <= 0 or all(pmf[i] >= min(floor, 1 / len(pmf)) for i in lifted):
+            return pmf
+        self.metrics.decisions_floored.labels(catalog.name).inc()
+        return apply_floor(pmf, lifted, floor)
 
     def _replay(self, record: DecisionRecord, q: DecideQuery) -> Decision:
         if record.session_id != q.session_id or record.decision_point != q.decision_point:

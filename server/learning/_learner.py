@@ -79,6 +79,7 @@ class Learner:
         if learn_example(model.policy if model else None, record, item.reward, item.source, self.metrics):
             assert model is not None
             model.learned_since_snapshot += 1
+            model.actions.learned(record.decision.action_id)
         # Learned: what remains retained only answers replays and statuses, so drop the example text.
         record.shared, record.actions = "", ()
 

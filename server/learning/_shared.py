@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from policies import VWPolicy
-from server.catalogs import Catalog, load_catalog_dir
+from server.catalogs import Catalog, CatalogError, load_catalog_dir
 from server.core import LearnConfig, Metrics
 from server.state.decision_log import LearnEntry, RedisDecisionLog
-from server.state.models import RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
+from server.state.models import LearnedActions, RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
 
 from ._learner import learn_example
 from ._lease import LeaderLease
@@ -39,6 +39,7 @@ class _Model:
     fingerprint: str
     policy: VWPolicy
     seq: int
+    actions: LearnedActions
     changed: int = 0
 
 
@@ -57,6 +58,11 @@ class SharedLearner:
         self.offsets: dict[str, str] = {}
         self.metrics_port: int | None = None
         self._http: object | None = None
+        self._reload = False
+
+    def request_reload(self) -> None:
+        """Re-read the catalogs (SIGHUP) at the next turn of the learning loop, after publishing what is learned."""
+        self._reload = True
 
     def start_metrics(self) -> None:
         if self.config.metrics_port is not None:
@@ -96,6 +102,13 @@ class SharedLearner:
             entries = await self.decisions.read_learnable(self.offsets, self.config.batch)
             for entry in entries:
                 self._learn(entry)
+            if self._reload:
+                self._reload = False
+                if not await self.publish():
+                    log.warning("publish refused: no longer the leader")
+                    return
+                self._reload_catalogs()
+                await self._load_published()  # models for the new catalogs, from what was just published
             if now - last_publish >= self.config.publish_interval_seconds:
                 if not await self.publish():
                     log.warning("publish refused: no longer the leader")
@@ -118,11 +131,21 @@ class SharedLearner:
             spec = catalog.policy.learning_spec([model.built_with] if model is not None else [])
             fingerprint = spec.fingerprint()
             blob = await self.store.blob(model) if model and model.fingerprint == fingerprint else None
+            ids, until = catalog.action_ids, catalog.policy.new_action_floor.until_learned
             if model is not None and blob is not None:
-                self.models[name] = _Model(name, fingerprint, policy_from_bytes(spec, blob), model.seq)
+                actions = LearnedActions.from_doc(model.actions, ids, until)
+                self.models[name] = _Model(name, fingerprint, policy_from_bytes(spec, blob), model.seq, actions)
             else:
-                self.models[name] = _Model(name, fingerprint, VWPolicy(spec), 0)
+                self.models[name] = _Model(name, fingerprint, VWPolicy(spec), 0, LearnedActions.established(ids, until))
         log.info("resuming from %s", {m.decision_point: m.seq for m in self.models.values()})
+
+    def _reload_catalogs(self) -> None:
+        try:
+            self.catalogs = load_catalog_dir(self.config.catalogs)
+        except CatalogError as err:
+            log.error("catalog reload failed; keeping the current catalogs: %s", "; ".join(err.problems))
+            return
+        log.info("catalogs reloaded: %s", ", ".join(sorted(self.catalogs)))
 
     def _learn(self, entry: LearnEntry) -> None:
         self.offsets[entry.stream] = entry.entry_id
@@ -130,6 +153,7 @@ class SharedLearner:
         if learn_example(model.policy if model else None, entry.record, entry.reward, entry.source, self.metrics):
             assert model is not None
             model.changed += 1
+            model.actions.learned(entry.record.decision.action_id)
 
     async def publish(self) -> bool:
         """Publish every changed model with the offsets it covers; then trim what they cover."""
@@ -137,7 +161,14 @@ class SharedLearner:
         if not changed:
             return True
         snapshots = [
-            Snapshot(m.decision_point, m.fingerprint, m.seq + 1, policy_bytes(m.policy), m.policy.spec.vw_args())
+            Snapshot(
+                m.decision_point,
+                m.fingerprint,
+                m.seq + 1,
+                policy_bytes(m.policy),
+                m.policy.spec.vw_args(),
+                m.actions.to_doc(),
+            )
             for m in changed
         ]
         if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets)):

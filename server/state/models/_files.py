@@ -5,9 +5,11 @@ DATA_DIR/models/<decision_point>/<fingerprint>/<seq>.vw, written atomically; the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from policies import BuiltWith, VWPolicy
 
@@ -24,8 +26,11 @@ class FollowedModelStore:
     def built(self, decision_point: str) -> list[BuiltWith]:
         return []  # a replica adopts the flags of the published model (`TailorServer._follow_once`)
 
-    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None:
+    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy, actions: dict[str, Any]) -> None:
         raise RuntimeError("replicas do not snapshot models: the shared learner publishes them")
+
+    def actions(self, decision_point: str, fingerprint: str, seq: int) -> dict[str, Any] | None:
+        return None
 
 
 class FileModelStore:
@@ -62,10 +67,14 @@ class FileModelStore:
             found.append((snaps[-1][1].stat().st_mtime, BuiltWith(folder.name, recorded)))
         return [b for _, b in sorted(found, key=lambda f: f[0], reverse=True)]
 
-    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None:
+    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy, actions: dict[str, Any]) -> None:
+        """The model, then its learned-actions document `<seq>.json` (read only with the model it belongs to)."""
         folder = self._dir(decision_point, fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "vw_args.txt").write_text(policy.spec.vw_args() + "\n")
+        tmp = folder / f".{seq:010d}.json.tmp"
+        tmp.write_text(json.dumps(actions))
+        os.replace(tmp, folder / f"{seq:010d}.json")
         final = folder / f"{seq:010d}.vw"
         tmp = folder / f".{seq:010d}.vw.tmp"
         policy.save(tmp)
@@ -74,3 +83,12 @@ class FileModelStore:
         os.replace(tmp, final)
         for _, old in self._snapshots(folder)[: -self.keep]:
             old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+
+    def actions(self, decision_point: str, fingerprint: str, seq: int) -> dict[str, Any] | None:
+        path = self._dir(decision_point, fingerprint) / f"{seq:010d}.json"
+        try:
+            doc: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # snapshots of releases before the floor have none
+        return doc

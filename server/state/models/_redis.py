@@ -40,8 +40,9 @@ return 1
 """
 
 
-#: Version of the JSON kept per decision point in the models hash. 1 added `vw_args`; documents without
-#: `format` come from the first release and carry only fingerprint, seq and saved_at.
+#: Version of the JSON kept per decision point in the models hash. 1 added `vw_args` and `actions` (the
+#: learned-actions document); documents without `format` come from the first release and carry only
+#: fingerprint, seq and saved_at.
 META_FORMAT = 1
 
 
@@ -52,6 +53,7 @@ class PublishedModel:
     seq: int
     saved_at: float
     vw_args: str | None = None  # None: published before the command line was recorded
+    actions: dict[str, Any] | None = None  # the learned-actions document (None: published before it existed)
 
     @property
     def version(self) -> str:
@@ -71,6 +73,7 @@ class Snapshot:
     seq: int
     blob: bytes
     vw_args: str
+    actions: dict[str, Any]
 
 
 def policy_bytes(policy: VWPolicy) -> bytes:
@@ -110,7 +113,9 @@ class RedisModelStore:
         for key, value in raw.items():
             point = key.decode() if isinstance(key, bytes) else key
             meta = json.loads(value)
-            out[point] = PublishedModel(point, meta["fingerprint"], meta["seq"], meta["saved_at"], meta.get("vw_args"))
+            out[point] = PublishedModel(
+                point, meta["fingerprint"], meta["seq"], meta["saved_at"], meta.get("vw_args"), meta.get("actions")
+            )
         return out
 
     async def blob(self, model: PublishedModel) -> bytes | None:

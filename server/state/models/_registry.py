@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from policies import BuiltWith, LearningSpec, VWPolicy
 from server.catalogs import Catalog
+
+from ._actions import LearnedActions
 
 log = logging.getLogger("tailor.models")
 
@@ -30,7 +32,13 @@ class ModelStore(Protocol):
         """What the decision point's stored models were built with, newest first."""
         ...
 
-    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy) -> None: ...
+    def save(self, decision_point: str, fingerprint: str, seq: int, policy: VWPolicy, actions: dict[str, Any]) -> None:
+        """Write snapshot `seq` of a model, with its learned-actions document."""
+        ...
+
+    def actions(self, decision_point: str, fingerprint: str, seq: int) -> dict[str, Any] | None:
+        """The learned-actions document saved with a snapshot (None for snapshots of older releases)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -41,6 +49,7 @@ class ServedModel:
     policy: VWPolicy
     seq: int
     saved_at: float
+    actions: LearnedActions = field(default_factory=LearnedActions)
     learned_since_snapshot: int = 0
 
     @property
@@ -71,46 +80,53 @@ class ModelRegistry:
             current = self._models.get(name)
             existing = [BuiltWith(current.fingerprint, current.spec.vw_args())] if current is not None else []
             spec = cat.policy.learning_spec([*existing, *self.store.built(name)])
+            until = cat.policy.new_action_floor.until_learned
             if current is not None and current.spec == spec:
+                current.actions.serve(cat.action_ids, until)
                 models[name] = current
                 continue
             if current is not None:
                 log.info("decision point %s: learning flags changed; starting model %s", name, spec.fingerprint())
-            models[name] = self._open(name, spec)
+            models[name] = self._open(name, spec, cat.action_ids, until)
         self._models = models
 
-    def _open(self, decision_point: str, spec: LearningSpec) -> ServedModel:
+    def _open(self, decision_point: str, spec: LearningSpec, action_ids: Sequence[str], until: int) -> ServedModel:
         fingerprint = spec.fingerprint()
         found = self.store.latest(decision_point, fingerprint)
         if found is None:
-            return ServedModel(decision_point, spec, fingerprint, VWPolicy(spec), seq=0, saved_at=time.time())
+            actions = LearnedActions.established(action_ids, until)
+            return ServedModel(decision_point, spec, fingerprint, VWPolicy(spec), 0, time.time(), actions)
         seq, path = found
         log.info("decision point %s: resuming model %s.%d from %s", decision_point, fingerprint, seq, path)
-        return ServedModel(
-            decision_point, spec, fingerprint, VWPolicy(spec, model_file=path), seq=seq, saved_at=path.stat().st_mtime
-        )
+        actions = LearnedActions.from_doc(self.store.actions(decision_point, fingerprint, seq), action_ids, until)
+        policy = VWPolicy(spec, model_file=path)
+        return ServedModel(decision_point, spec, fingerprint, policy, seq, path.stat().st_mtime, actions)
 
-    def install(self, decision_point: str, policy: VWPolicy, seq: int, saved_at: float) -> bool:
-        """Serve a published model in place of the current one; True if swapped. A model of other flags
-        replaces the served one (a replica adopts what the learner publishes, once its catalog allows it)."""
+    def install(
+        self, decision_point: str, policy: VWPolicy, seq: int, saved_at: float, actions: dict[str, Any] | None
+    ) -> bool:
+        """Serve a published model (with its learned-actions document) in place of the current one; True if
+        swapped. A model of other flags replaces the served one (a replica adopts what the learner publishes,
+        once its catalog allows it)."""
         model = self._models.get(decision_point)
         if model is None:
             policy.close()
             return False
+        tally = LearnedActions.from_doc(actions, model.actions.catalog, model.actions.until)
         if policy.spec != model.spec:
             log.info("decision point %s: serving published model %s", decision_point, policy.spec.fingerprint())
             self._models[decision_point] = ServedModel(
-                decision_point, policy.spec, policy.spec.fingerprint(), policy, seq, saved_at
+                decision_point, policy.spec, policy.spec.fingerprint(), policy, seq, saved_at, tally
             )
             model.policy.close()
             return True
-        old, model.policy, model.seq, model.saved_at = model.policy, policy, seq, saved_at
+        old, model.policy, model.seq, model.saved_at, model.actions = model.policy, policy, seq, saved_at, tally
         old.close()
         return True
 
     def snapshot(self, model: ServedModel) -> None:
         """Write a new snapshot of a model and bump its version."""
-        self.store.save(model.decision_point, model.fingerprint, model.seq + 1, model.policy)
+        self.store.save(model.decision_point, model.fingerprint, model.seq + 1, model.policy, model.actions.to_doc())
         model.seq += 1
         model.saved_at = time.time()
         model.learned_since_snapshot = 0
