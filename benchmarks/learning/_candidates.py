@@ -47,7 +47,19 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate("ca sa cca, ignore c", ("ca", "sa", "cca"), ("c",)),
         Candidate("ca sa csa, ignore c", ("ca", "sa", "csa"), ("c",)),
         Candidate("ca sa cca csa, ignore c", ("ca", "sa", "cca", "csa"), ("c",)),
+        Candidate("ca sa, ignore c, gamma 30", ("ca", "sa"), ("c",), 30.0),
         Candidate("ca sa cca, ignore c, gamma 100", ("ca", "sa", "cca"), ("c",), 100.0),
         Candidate("ca sa cca, ignore c, gamma 1000", ("ca", "sa", "cca"), ("c",), 1000.0),
     )
 }
+
+#: Played on the simulator by default (each run takes a minute or more): the baseline, the reference flags,
+#: and the candidates that lead in process or differ in what they cross with the session namespace.
+SIMULATOR_DEFAULT = (
+    BASELINE,
+    SERVICE_REFERENCE,
+    "ca sa, ignore c",
+    "ca sa cca",
+    "ca sa csa, ignore c",
+    "ca sa, ignore c, gamma 30",
+)
