@@ -34,7 +34,7 @@ LEGACY_IGNORE_LINEAR: tuple[str, ...] = ()
 
 #: Defaults for new models (benchmarks/learning/README.md has the table they were chosen from).
 DEFAULT_INTERACTIONS: tuple[str, ...] = LEGACY_INTERACTIONS
-DEFAULT_IGNORE_LINEAR: tuple[str, ...] = LEGACY_IGNORE_LINEAR
+DEFAULT_IGNORE_LINEAR: tuple[str, ...] = (CONTEXT_NAMESPACE,)
 
 
 def check_interactions(value: Sequence[str]) -> tuple[str, ...]:
@@ -102,21 +102,34 @@ class LearningSpec(BaseModel):
         """Short stable id of the VW arguments; models with different fingerprints are incompatible."""
         return hashlib.sha256(self.vw_args().encode()).hexdigest()[:8]
 
-    def with_flags(self, interactions: tuple[str, ...], ignore_linear: tuple[str, ...]) -> LearningSpec:
-        return self.model_copy(update={"interactions": interactions, "ignore_linear": ignore_linear})
+
+@dataclass(frozen=True, slots=True)
+class DefaultedFlags:
+    """The learning flags whose defaults may change between releases, as some model was built with them."""
+
+    interactions: tuple[str, ...]
+    ignore_linear: tuple[str, ...]
+    gamma_scale: float | None  # SquareCB's, when the model explores with SquareCB
 
 
-def recorded_flags(vw_args: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The interactions and ignored linear namespaces in a VW command line written by `LearningSpec.vw_args`."""
+#: What every model of the first release was built with.
+LEGACY_FLAGS = DefaultedFlags(LEGACY_INTERACTIONS, LEGACY_IGNORE_LINEAR, 10.0)
+
+
+def recorded_flags(vw_args: str) -> DefaultedFlags:
+    """The defaulted flags in a VW command line written by `LearningSpec.vw_args`."""
     tokens = vw_args.split()
     interactions: list[str] = []
     ignore_linear: list[str] = []
+    gamma_scale: float | None = None
     for flag, value in pairwise(tokens):
         if flag in ("-q", "--quadratic", "--cubic"):
             interactions.append(value)
         elif flag == "--ignore_linear":
             ignore_linear.append(value)
-    return tuple(interactions), tuple(ignore_linear)
+        elif flag == "--gamma_scale" and "--squarecb" in tokens:
+            gamma_scale = float(value)
+    return DefaultedFlags(tuple(interactions), tuple(ignore_linear), gamma_scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +137,14 @@ class BuiltWith:
     """What an existing model was built with: its fingerprint and, where recorded, its VW command line.
 
     Models published before the command line was recorded carry only their fingerprint; they were built
-    with the legacy interactions, which `flag_candidates` offers last."""
+    with the first release's flags, which `flag_candidates` offers last."""
 
     fingerprint: str
     vw_args: str | None = None
 
-    def flag_candidates(self) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    def flag_candidates(self) -> list[DefaultedFlags]:
         found = [recorded_flags(self.vw_args)] if self.vw_args else []
-        return [*found, (LEGACY_INTERACTIONS, LEGACY_IGNORE_LINEAR)]
+        return [*found, LEGACY_FLAGS]
 
 
 class VWPolicy:

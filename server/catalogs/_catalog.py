@@ -139,8 +139,10 @@ class PolicyConfig(BaseModel):
     def learning_spec(self, existing: Sequence[BuiltWith] = ()) -> LearningSpec:
         """The model this policy asks for, given the decision point's existing models (newest first).
 
-        Keys left unset take the defaults, unless an existing model matches the catalog on every key it
-        sets: then that model's flags are kept, and it resumes instead of starting over."""
+        Flags whose defaults may change between releases (interactions, ignore_linear, SquareCB's
+        gamma_scale) take the defaults when the catalog leaves them unset, unless an existing model matches
+        the catalog on every key it does set: then that model's flags are kept, and it resumes instead of
+        starting over."""
         learning = self.learning
         interactions = DEFAULT_INTERACTIONS if learning.interactions is None else learning.interactions
         ignore_linear = DEFAULT_IGNORE_LINEAR if learning.ignore_linear is None else learning.ignore_linear
@@ -151,14 +153,19 @@ class PolicyConfig(BaseModel):
             interactions=interactions,
             ignore_linear=ignore_linear,
         )
-        if learning.interactions is not None and learning.ignore_linear is not None:
+        open_gamma = isinstance(self.exploration, SquareCB) and "gamma_scale" not in self.exploration.model_fields_set
+        if learning.interactions is not None and learning.ignore_linear is not None and not open_gamma:
             return spec
         for built in existing:
-            for recorded_interactions, recorded_ignore in built.flag_candidates():
-                kept = spec.with_flags(
-                    recorded_interactions if learning.interactions is None else interactions,
-                    recorded_ignore if learning.ignore_linear is None else ignore_linear,
-                )
+            for flags in built.flag_candidates():
+                update: dict[str, Any] = {}
+                if learning.interactions is None:
+                    update["interactions"] = flags.interactions
+                if learning.ignore_linear is None:
+                    update["ignore_linear"] = flags.ignore_linear
+                if open_gamma and flags.gamma_scale is not None:
+                    update["exploration"] = self.exploration.model_copy(update={"gamma_scale": flags.gamma_scale})
+                kept = spec.model_copy(update=update)
                 if kept.fingerprint() == built.fingerprint:
                     return kept
         return spec

@@ -159,3 +159,25 @@ def test_redis_mode_keeps_the_model_the_previous_release_published(
     assert "-q ca -q sa -b 12" in meta["vw_args"]
     client.close()
     raw.close()
+
+
+@pytest.mark.parametrize("exploration", [{"algorithm": "squarecb"}, None], ids=["gamma unset", "exploration unset"])
+def test_an_unset_gamma_scale_keeps_the_models_own(
+    tmp_path: Path, start_server: Callable[..., RunningServer], exploration: dict[str, Any] | None
+) -> None:
+    catalogs = tmp_path / "catalogs"
+    catalogs.mkdir()
+    write_catalog(catalogs, "home_layout", LAYOUTS, exploration={"algorithm": "squarecb", "gamma_scale": 30})
+    first = start_server(catalogs)
+    d = first.client.decide("s", "home_layout")
+    first.client.report_rewards([(d.event_id, 1.0, "r")])
+    assert first.wait_for(lambda: len(first.app.learner or []) == 0)
+    first.stop()
+    built = d.model_version.split(".")[0]
+
+    policy: dict[str, Any] = {} if exploration is None else {"exploration": exploration}
+    write_catalog(catalogs, "home_layout", LAYOUTS, **policy)  # gamma_scale no longer written out
+    second = start_server(catalogs)
+    assert second.client.decide("t", "home_layout").model_version == f"{built}.1"  # resumed, not restarted
+    model = second.call(lambda: second.app.models.get("home_layout"))
+    assert model is not None and "--gamma_scale 30.0" in model.spec.vw_args()
