@@ -252,3 +252,42 @@ def test_a_hung_redis_is_a_deadline_not_a_hang(cluster: Cluster) -> None:
             return False
 
     assert eventually(recovered)
+
+
+def test_a_new_catalog_action_is_floored_on_replicas_by_the_counts_the_learner_publishes(cluster: Cluster) -> None:
+    floor = {"probability": 0.3, "until_learned": 2}
+    two = {a: {"style": a} for a in ("grid", "carousel")}
+    write_catalog(cluster.catalogs, "home_layout", two, reward_window_seconds=2, new_action_floor=floor)
+    replica = cluster.replica()
+    learner = cluster.learner()
+    for i in range(20):
+        d = replica.client.decide(f"s{i}", "home_layout")
+        replica.client.report_rewards([(d.event_id, 1.0 if d.action_id == "grid" else 0.0, "r")])
+    assert eventually(lambda: not replica.client.decide("probe", "home_layout").model_version.endswith(".0"))
+
+    three = {**two, "editorial": {"style": "editorial"}}
+    write_catalog(cluster.catalogs, "home_layout", three, reward_window_seconds=2, new_action_floor=floor)
+    assert replica.proc is not None and learner.proc is not None
+    replica.proc.send_signal(signal.SIGHUP)
+    learner.proc.send_signal(signal.SIGHUP)  # the learner counts the new action from now on
+
+    def floored() -> bool:
+        return metric_sum(replica.metrics(), "tailor_actions_under_floor", decision_point="home_layout") == 1
+
+    assert eventually(floored)
+    ranking = replica.client.decide("after", "home_layout").ranking
+    assert next(r.probability for r in ranking if r.action_id == "editorial") >= 0.3 - 1e-9
+
+    # The next published model still carries editorial's count of 0: the replica keeps the floor.
+    version = replica.client.decide("v", "home_layout").model_version
+    for i in range(5):
+        d = replica.client.decide(f"g{i}", "home_layout", candidate_action_ids=["grid"])
+        replica.client.report_rewards([(d.event_id, 1.0, "r")])
+    assert eventually(lambda: replica.client.decide("v2", "home_layout").model_version != version)
+    assert floored()
+
+    for i in range(2):
+        d = replica.client.decide(f"e{i}", "home_layout", candidate_action_ids=["editorial"])
+        replica.client.report_rewards([(d.event_id, 0.0, "r")])
+    # learned twice by the learner, published with the model, read by the replica with it
+    assert eventually(lambda: not floored() and metric_sum(replica.metrics(), "tailor_actions_under_floor") == 0)

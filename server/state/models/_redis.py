@@ -138,6 +138,7 @@ class RedisModelStore:
                     "seq": s.seq,
                     "saved_at": now,
                     "vw_args": s.vw_args,
+                    "actions": s.actions,
                 }
             )
             old = self.blob_key(s.decision_point, s.fingerprint, s.seq - self.KEEP) if s.seq > self.KEEP else ""
