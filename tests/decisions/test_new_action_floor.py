@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from server.state.models import ESTABLISHED
+
 from ..conftest import RunningServer, write_catalog
 
 FLOOR = {"probability": 0.2, "until_learned": 3}
@@ -69,7 +71,7 @@ def test_the_counts_travel_with_the_snapshot(tmp_path: Path, start_server: Calla
 
     [doc_path] = (tmp_path / "data" / "models" / "home_layout").glob("*/0000000001.json")
     doc = json.loads(doc_path.read_text())
-    assert doc == {"format": 1, "counts": {"grid": 3, "carousel": 3, "editorial": 1}}
+    assert doc == {"format": 1, "counts": {"grid": ESTABLISHED, "carousel": ESTABLISHED, "editorial": 1}}
 
     second = start_server(catalogs)
     model = second.call(lambda: second.app.models.get("home_layout"))
@@ -87,3 +89,15 @@ def test_request_supplied_actions_are_never_floored(tmp_path: Path, start_server
     for i in range(5):
         server.client.decide(f"s{i}", "home_layout", actions={"p1": {"price": 10}, "editorial": {"style": "x"}})
     assert server.metric("tailor_decisions_floored_total", {"decision_point": "home_layout"}) == 0
+
+
+def test_raising_the_threshold_never_floors_a_models_own_actions(
+    tmp_path: Path, start_server: Callable[..., RunningServer]
+) -> None:
+    catalogs = tmp_path / "catalogs"
+    catalogs.mkdir()
+    write_catalog(catalogs, "home_layout", TWO, new_action_floor=FLOOR)
+    server = start_server(catalogs)
+    write_catalog(catalogs, "home_layout", THREE, new_action_floor={"probability": 0.2, "until_learned": 500})
+    assert server.call(server.app.reload_catalogs)
+    assert server.metric("tailor_actions_under_floor", {"decision_point": "home_layout"}) == 1  # editorial only

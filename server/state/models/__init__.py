@@ -7,13 +7,14 @@ saves them through a `ModelStore`: `FileModelStore` (snapshots in the data direc
 Imports: `server.catalogs`, `server.core`, `policies`; nothing above state.
 """
 
-from ._actions import ACTIONS_FORMAT, LearnedActions
+from ._actions import ACTIONS_FORMAT, ESTABLISHED, LearnedActions
 from ._files import FileModelStore, FollowedModelStore
 from ._redis import PublishedModel, RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
 from ._registry import ModelRegistry, ModelStore, ServedModel
 
 __all__ = [
     "ACTIONS_FORMAT",
+    "ESTABLISHED",
     "FileModelStore",
     "FollowedModelStore",
     "LearnedActions",

@@ -18,6 +18,9 @@ from typing import Any
 
 #: Version of the counts document (files: `<seq>.json` beside the snapshot; Redis: in the published meta).
 ACTIONS_FORMAT = 1
+#: The count of an action a model started with: at least any `until_learned` a catalog may set, so raising
+#: the threshold later never puts a model's own actions under the floor.
+ESTABLISHED = 1_000_000
 
 
 @dataclass(slots=True)
@@ -31,7 +34,7 @@ class LearnedActions:
     def established(cls, action_ids: Iterable[str], until: int) -> LearnedActions:
         """A model's own actions: none under the floor (a new model, or one from before the floor existed)."""
         ids = frozenset(action_ids)
-        return cls({a: until for a in ids}, until, ids)
+        return cls(dict.fromkeys(ids, ESTABLISHED), until, ids)
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any] | None, action_ids: Iterable[str], until: int) -> LearnedActions:
@@ -49,7 +52,7 @@ class LearnedActions:
         """The catalog changed (or was loaded): actions the model has not learned yet come under the floor."""
         self.catalog = frozenset(action_ids)
         self.until = until
-        self.counts = {a: min(self.counts.get(a, 0), until) for a in self.catalog}
+        self.counts = {a: self.counts.get(a, 0) for a in self.catalog}
         self._refresh()
 
     def learned(self, action_id: str) -> None:
