@@ -48,6 +48,7 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate("ca sa csa, ignore c", ("ca", "sa", "csa"), ("c",)),
         Candidate("ca sa cca csa, ignore c", ("ca", "sa", "cca", "csa"), ("c",)),
         Candidate("ca sa, ignore c, gamma 30", ("ca", "sa"), ("c",), 30.0),
+        Candidate("ca sa, ignore cs, gamma 20", ("ca", "sa"), ("c", "s"), 20.0),
         Candidate("ca sa cca, ignore c, gamma 100", ("ca", "sa", "cca"), ("c",), 100.0),
         Candidate("ca sa cca, ignore c, gamma 1000", ("ca", "sa", "cca"), ("c",), 1000.0),
     )
@@ -62,4 +63,5 @@ SIMULATOR_DEFAULT = (
     "ca sa cca",
     "ca sa csa, ignore c",
     "ca sa, ignore c, gamma 30",
+    "ca sa, ignore cs, gamma 20",
 )

@@ -82,6 +82,7 @@ def _timeless(state: SessionState) -> list[Feature]:
         n = counts.get(kind, 0)
         if n:
             out.append((f"n_{kind}", log1p(n)))
+            out.append((f"share_{kind}", n / state.events))
     views = counts.get("page_view", 0) + counts.get("product_view", 0)
     if views:
         out.append(("ctr", min(1.0, counts.get("click", 0) / views)))
@@ -96,6 +97,8 @@ def _timeless(state: SessionState) -> list[Feature]:
         out.append(("price_level", mean_log_price))
         out.append(("price_band", _price_band(math.expm1(mean_log_price))))
         out.append(("discount_affinity", state.discount_total / state.priced))
+        if state.discounted is not None:
+            out.append(("discounted_share", state.discounted / state.priced))
     if state.categories:
         # Every category decays at the same rate, so their shares do not move with the clock: weigh them
         # as of the latest category event. Strongest first, ties by name (sort by name, then stably by weight).
@@ -104,6 +107,7 @@ def _timeless(state: SessionState) -> list[Feature]:
         top = sorted(weights)
         top.sort(key=weights.__getitem__, reverse=True)
         out.append(("top_category", top[0]))
+        out.append(("category_focus", weights[top[0]] / total))
         out += [(f"category_{c}", weights[c] / total) for c in top[:TOP_CATEGORIES]]
     return out
 

@@ -139,6 +139,36 @@ BAD_CATALOGS = [
         "'thompson'",
         id="unknown-exploration-algorithm",
     ),
+    pytest.param(
+        "decision_point: home\npolicy: {learning: {interactions: [cx]}}\n",
+        "policy.learning.interactions",
+        "namespace letters from c, s, a",
+        id="interaction-unknown-namespace",
+    ),
+    pytest.param(
+        "decision_point: home\npolicy: {learning: {interactions: [ccsa]}}\n",
+        "policy.learning.interactions",
+        "2 (quadratic) or 3 (cubic)",
+        id="interaction-too-long",
+    ),
+    pytest.param(
+        "decision_point: home\npolicy: {learning: {interactions: [ss]}}\n",
+        "policy.learning.interactions",
+        "does not involve the action namespace",
+        id="interaction-without-actions",
+    ),
+    pytest.param(
+        "decision_point: home\npolicy: {learning: {interactions: [ca, ca]}}\n",
+        "policy.learning.interactions",
+        "repeat",
+        id="interaction-repeated",
+    ),
+    pytest.param(
+        "decision_point: home\npolicy: {learning: {ignore_linear: [x]}}\n",
+        "policy.learning.ignore_linear",
+        "namespace letters from c, s, a",
+        id="ignore-linear-unknown-namespace",
+    ),
     pytest.param("decision_point: home\nactions: [\n", "(file)", "not valid YAML", id="invalid-yaml"),
 ]
 
@@ -238,6 +268,26 @@ def test_exploration_parameters_reach_the_vw_arguments(tmp_path: Path) -> None:
     bits_args = load_one(tmp_path, "bits").policy.learning_spec().vw_args().split()
     assert bits_args[bits_args.index("-b") + 1] == "20"
     assert bits_args[bits_args.index("-l") + 1] == "0.5"
+
+
+def test_interactions_and_ignore_linear_reach_the_vw_arguments(tmp_path: Path) -> None:
+    cubic_keys = {"interactions": ["ca", "sa", "cca"], "ignore_linear": ["c", "s"]}
+    write_catalog(tmp_path, "cubic", LAYOUTS, learning=cubic_keys)
+    write_catalog(tmp_path, "plain", LAYOUTS, learning={"interactions": ["ca"], "ignore_linear": []})
+    write_catalog(tmp_path, "defaults", LAYOUTS)
+
+    cubic = load_one(tmp_path, "cubic").policy.learning_spec().vw_args()
+    assert "-q ca -q sa --cubic cca --ignore_linear c --ignore_linear s" in cubic
+    plain = load_one(tmp_path, "plain").policy.learning_spec().vw_args()
+    assert "-q ca -b" in plain and "--ignore_linear" not in plain
+    defaults = load_one(tmp_path, "defaults").policy.learning_spec().vw_args()
+    assert "-q ca -q sa --ignore_linear c" in defaults and "--gamma_scale 30.0" in defaults
+    # every spelling VW accepts, and the models it builds learn and predict
+    policy = VWPolicy(load_one(tmp_path, "cubic").policy.learning_spec())
+    shared = shared_line("device=mobile", "events:1.5")
+    policy.learn(shared, ["|a id=x", "|a id=y"], 0, -1.0, 0.5)
+    assert len(policy.predict(shared, ["|a id=x", "|a id=y"])) == 2
+    policy.close()
 
 
 def test_learning_flags_change_the_fingerprint_and_other_policy_fields_do_not(tmp_path: Path) -> None:

@@ -108,6 +108,10 @@ def test_intent_features_describe_the_session(server: RunningServer) -> None:
     assert f["cart"] == "filled"
     assert f["cart_items"] == pytest.approx(0.6931, abs=1e-3)
     assert 0.0 < f["discount_affinity"] < 0.5
+    assert f["discounted_share"] == pytest.approx(2 / 4)  # two of the four priced products were on sale
+    assert f["share_product_view"] == pytest.approx(2 / 5)
+    assert f["share_search"] == pytest.approx(1 / 5)
+    assert 0.7 < f["category_focus"] < 0.8  # shoes: three of four category events (decayed alike)
     assert f["ctr"] == pytest.approx(0.5)
     assert "search_per_min" in f and "since_add_to_cart" in f and "gap_mean" in f
     track(server, [event(kind=E.EVENT_TYPE_REMOVE_FROM_CART, product_id="p1")])
@@ -166,8 +170,12 @@ def test_session_cap_evicts_the_least_recently_active(start_server: Any, catalog
 
 
 def test_a_shoppers_behaviour_changes_the_decision_mid_session(start_server: Any, tmp_path: Path) -> None:
-    """Deal hunters (discounted views) convert on deals_first, others on grid; the policy learns to tell
-    them apart from behaviour alone, and one session's decisions change as its behaviour changes."""
+    """Deal hunters (mostly discounted views) convert on deals_first, others on grid; the policy learns to
+    tell them apart from behaviour alone, and one session's decisions change as its behaviour changes.
+
+    Hunters look at a discounted product 85% of the time, others 10%, as shoppers do: a training set in
+    which every hunter view is discounted and no other is makes `discounted_share` exactly 0 or 1, and
+    then a mixed session (the one probed below) is outside everything the model has seen."""
     folder = tmp_path / "layouts"
     folder.mkdir()
     write_catalog(folder, "home_layout", {"grid": {"style": "grid"}, "deals_first": {"style": "deals"}})
@@ -178,7 +186,12 @@ def test_a_shoppers_behaviour_changes_the_decision_mid_session(start_server: Any
         session = f"train-{i}"
         for step in range(2):
             views = [
-                event(session, E.EVENT_TYPE_PRODUCT_VIEW, price=30.0, discount=rng.uniform(0.4, 0.9) if hunter else 0.0)
+                event(
+                    session,
+                    E.EVENT_TYPE_PRODUCT_VIEW,
+                    price=30.0,
+                    discount=rng.uniform(0.4, 0.9) if rng.random() < (0.85 if hunter else 0.1) else 0.0,
+                )
                 for _ in range(rng.randint(1, 4))
             ]
             track(server, views)

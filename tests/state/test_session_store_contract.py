@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,6 +29,7 @@ from server.state.sessions import (
     SessionState,
     SessionStore,
 )
+from server.state.sessions._base import _DECAY, MAX_CART_ITEMS, MAX_SEEN_EVENT_IDS
 
 from ..redis_server import RedisServer
 
@@ -176,3 +178,35 @@ async def test_unknown_deleted_and_idle_sessions_are_gone(backend: Backend) -> N
     await backend.store.apply("idle", [TrackedEvent("idle", "click", now)], now)
     later = await backend.after_ttl()
     assert await backend.store.load("idle", later) is None
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1"
+
+
+async def test_a_redis_session_folded_by_the_previous_release_reads_on(module_redis: RedisServer) -> None:
+    """Sessions in flight across an upgrade: 0.1 folded them without the `discounted` count (session format 1).
+
+    They keep every feature they had; `discounted_share` stays absent (unknown, never a wrong 0) until they
+    expire, also after later events, while sessions started after the upgrade get it."""
+    client = aioredis.Redis(port=module_redis.port)
+    store = RedisSessionStore(client, f"t{uuid.uuid4().hex[:8]}", 60.0)
+    now = time.time()
+    events = [e for e in random_events("old", 60, 4, now) if e.kind != "purchase"]
+    assert any(e.discount > 0 and e.price > 0 for e in events)
+    args: list[str | int] = [repr(now), 60, repr(_DECAY), MAX_CART_ITEMS, MAX_CATEGORIES, MAX_SEEN_EVENT_IDS]
+    for e in events[:30]:
+        args += [e.kind, repr(e.timestamp), e.product_id, e.category, repr(e.price), repr(e.discount), e.id]
+    fold_01 = (FIXTURES / "session_fold.lua").read_text()
+    await client.eval(fold_01, 6, *store.keys("old").all(), *args)
+    assert not await client.hexists(store.keys("old").main, "format")
+
+    await store.apply("old", events[30:], now)
+    await store.apply("new", events, now)
+    old, new = await store.load("old", now), await store.load("new", now)
+    assert old is not None and new is not None
+    expected = dict(intent_features(reference("x", events, now), now + 3))
+    assert "discounted_share" in expected
+    assert dict(intent_features(new, now + 3)) == pytest.approx(expected)
+    del expected["discounted_share"]
+    assert dict(intent_features(old, now + 3)) == pytest.approx(expected)
+    await client.aclose()

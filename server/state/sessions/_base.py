@@ -51,6 +51,9 @@ class SessionState:
     priced: int = 0
     price_log_total: float = 0.0
     discount_total: float = 0.0
+    # Priced products seen on sale; None for a Redis session written before this count existed (format 1):
+    # unknown, never a wrong 0.
+    discounted: int | None = 0
     purchase_value: float = 0.0
     seen_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
     decisions: list[OpenDecision] = field(default_factory=list)
@@ -87,6 +90,8 @@ class SessionState:
             self.priced += 1
             self.price_log_total += math.log1p(event.price)
             self.discount_total += event.discount
+            if event.discount > 0 and self.discounted is not None:
+                self.discounted += 1
         if kind == "add_to_cart":
             self.last_add_to_cart_at = max(t, self.last_add_to_cart_at or t)
             if event.product_id and (event.product_id in self.cart or len(self.cart) < MAX_CART_ITEMS):

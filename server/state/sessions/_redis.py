@@ -32,6 +32,11 @@ from ._base import (
     SessionState,
 )
 
+#: The session hash's layout. 1 (release 0.1, no `format` field): no `discounted` count. 2: `discounted`.
+#: A fold stamps the format when it starts a session, so a session never mixes layouts.
+SESSION_FORMAT = 2
+_DISCOUNTED_SINCE = 2
+
 _FOLD = """
 local main, cart, cats, seen, decs, shown = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now, ttl, decay = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -41,6 +46,7 @@ local events = tonumber(st[1]) or 0
 local started, last = tonumber(st[2]) or now, tonumber(st[3]) or now
 local seq, last_atc = tonumber(st[4]) or 0, tonumber(st[5])
 local applied = {}
+if events == 0 then redis.call('HSETNX', main, 'format', @FORMAT@) end
 for i = 7, #ARGV, 7 do
   local kind, t, product, category = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local price, discount, id = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
@@ -94,6 +100,7 @@ for i = 7, #ARGV, 7 do
       redis.call('HINCRBY', main, 'priced', 1)
       redis.call('HINCRBYFLOAT', main, 'price_log_total', math.log(1 + price))
       redis.call('HINCRBYFLOAT', main, 'discount_total', discount)
+      if discount > 0 then redis.call('HINCRBY', main, 'discounted', 1) end
     end
     if kind == 'add_to_cart' then
       if last_atc == nil or t > last_atc then last_atc = t end
@@ -152,7 +159,7 @@ class RedisSessionStore:
         self.client = client
         self.prefix = prefix
         self.ttl = max(1, round(ttl_seconds))
-        self._fold = LuaScript(client, _FOLD)
+        self._fold = LuaScript(client, _FOLD.replace("@FORMAT@", str(SESSION_FORMAT)))
         self._record = LuaScript(client, _RECORD_DECISION)
         self.scripts = (self._fold, self._record)
 
@@ -274,6 +281,8 @@ def _state(
     state.priced = int(m.get("priced", 0))
     state.price_log_total = float(m.get("price_log_total", 0.0))
     state.discount_total = float(m.get("discount_total", 0.0))
+    # A session folded before format 2 never counted its discounted products: unknown until it expires.
+    state.discounted = int(m.get("discounted", 0)) if int(m.get("format", 1)) >= _DISCOUNTED_SINCE else None
     state.purchase_value = float(m.get("purchase_value", 0.0))
     state.seen_ids = OrderedDict()
     state.decisions = [_open_decision(_text(x)) for x in decisions]
