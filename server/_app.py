@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from server.api import DecisionServicer
+from server.api import CallGuard, DecisionServicer, KeyFileError, KeyRing, ServerCertificates
 from server.catalogs import CatalogError, load_catalog_dir
 from server.core import Metrics, ServeConfig
 from server.decisions import DecisionService
@@ -104,6 +104,15 @@ class TailorServer:
         self.metrics.add_model_collector(self._model_states)
         self.metrics.touch_methods(pb.DESCRIPTOR.services_by_name["DecisionService"].methods_by_name)
         self.health = health_aio.HealthServicer()
+        # Credentials are read now, so a bad key file or certificate fails the start with a clear message.
+        self.keys = KeyRing(config.api_keys) if config.api_keys is not None else None
+        self.metrics.api_keys.set(len(self.keys) if self.keys is not None else 0)
+        self.certificates = (
+            ServerCertificates(config.tls_cert, config.tls_key, config.tls_client_ca, self.metrics)
+            if config.tls_cert is not None and config.tls_key is not None
+            else None
+        )
+        self.guard = CallGuard(self.metrics, self.keys, config.max_in_flight, config.insecure, config.local_networks)
         self.port = 0
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -141,18 +150,21 @@ class TailorServer:
             ("grpc.max_send_message_length", limits.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        # The interceptor chain is where authentication and per-RPC policy will plug in.
-        server = grpc.aio.server(interceptors=[], options=options)
+        server = grpc.aio.server(interceptors=[self.guard], options=options)
         pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.service, cfg, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
         )
-        self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{cfg.port}"
+        if self.certificates is not None:
+            self.port = server.add_secure_port(address, self.certificates.credentials())
+        else:
+            self.port = server.add_insecure_port(address)
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {cfg.host}:{cfg.port}")
+            raise OSError(f"cannot bind gRPC port {address}")
         if cfg.metrics_port is not None:  # before serving: a taken metrics port fails the start cleanly
-            self._http, _ = start_http_server(cfg.metrics_port, registry=self.registry)
+            self._http, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=self.registry)
             self.metrics_port = self._http.server_port
         await server.start()
         self._server = server
@@ -164,16 +176,56 @@ class TailorServer:
             ]
         else:
             self._tasks = [asyncio.create_task(self._follow(), name="model-follower")]
+        if self.keys is not None:
+            self._tasks.append(asyncio.create_task(self._watch_keys(), name="key-file-watcher"))
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d (metrics on %s), decision points: %s",
+            "serving %s on port %d (%s, %s; metrics on %s), decision points: %s",
             SERVICE_NAME,
             self.port,
+            "TLS" + (" with client certificates" if cfg.tls_client_ca else "") if self.certificates else "plaintext",
+            f"{len(self.keys)} API keys" if self.keys is not None else "no keys: " + self._unkeyed_mode(),
             self.metrics_port,
             ", ".join(sorted(self.service.catalogs)),
         )
         return self.port
+
+    def _unkeyed_mode(self) -> str:
+        if self.config.insecure:
+            log.warning("--insecure: every caller that reaches this port may decide, report rewards and read sessions")
+            return "every caller served (--insecure)"
+        return f"protected mode, only callers from {', '.join(self.config.local_networks)}"
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the catalogs, the API key file and the TLS certificates."""
+        self.reload_catalogs()
+        self.reload_keys()
+        if self.certificates is not None:
+            self.certificates.request_reload()
+
+    def reload_keys(self) -> bool:
+        """Re-read the API key file; one that does not validate keeps the keys already loaded."""
+        if self.keys is None:
+            return False
+        try:
+            count = self.keys.reload()
+        except KeyFileError as err:
+            self.metrics.credential_reloads.labels("keys", "error").inc()
+            log.error("API key file reload failed; keeping the %d keys loaded:\n%s", len(self.keys), err)
+            return False
+        self.metrics.credential_reloads.labels("keys", "ok").inc()
+        self.metrics.api_keys.set(count)
+        log.info("API keys reloaded from %s: %d keys", self.keys.path, count)
+        return True
+
+    async def _watch_keys(self) -> None:
+        """Kubernetes updates a mounted Secret without a signal: look for a changed key file."""
+        assert self.keys is not None
+        while True:
+            await asyncio.sleep(self.config.credentials_poll_seconds)
+            if self.keys.changed():
+                self.reload_keys()
 
     def _restore_pending(self) -> None:
         path = self.pending_file

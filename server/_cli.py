@@ -1,4 +1,4 @@
-"""The `tailor` command: serve, learn, catalog validate.
+"""The `tailor` command: serve, learn, catalog validate, keys new, and the tools (simulate, cluster).
 
 Every flag falls back to its TAILOR_* environment variable, then to the default in ServeConfig.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from server.api import ROLES, KeyFileError, Role, TLSError, key_entry_yaml, new_key
 from server.catalogs import CatalogError, load_catalog_dir
 from server.core import LearnConfig, ServeConfig
 
@@ -34,6 +35,24 @@ def _serve_flags(p: argparse.ArgumentParser, learner: bool = False) -> None:
         p.add_argument(
             "--data-dir", type=Path, help="snapshots and pending decisions (TAILOR_DATA_DIR; default ./data)"
         )
+        p.add_argument(
+            "--api-keys", type=Path, help="API key file: digests and roles (TAILOR_API_KEYS; unset: protected mode)"
+        )
+        p.add_argument(
+            "--insecure",
+            action="store_const",
+            const=True,
+            help="without --api-keys, serve every caller, not only loopback ones (TAILOR_INSECURE)",
+        )
+        p.add_argument("--tls-cert", type=Path, help="PEM server certificate chain (TAILOR_TLS_CERT)")
+        p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert (TAILOR_TLS_KEY)")
+        p.add_argument(
+            "--tls-client-ca", type=Path, help="require client certificates from this CA (TAILOR_TLS_CLIENT_CA)"
+        )
+        p.add_argument(
+            "--max-in-flight", type=int, help="calls at once before RESOURCE_EXHAUSTED (TAILOR_MAX_IN_FLIGHT; 1000)"
+        )
+        p.add_argument("--metrics-host", help="address /metrics binds (TAILOR_METRICS_HOST; default 0.0.0.0)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (TAILOR_METRICS_PORT; default 9464)")
     p.add_argument("--redis-url", help="Redis URL for shared state (TAILOR_REDIS_URL)")
     p.add_argument("--redis-prefix", help="Redis key prefix (TAILOR_REDIS_PREFIX; default tailor)")
@@ -52,11 +71,30 @@ def _parser() -> argparse.ArgumentParser:
     catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="catalog_command", required=True)
     validate = catalog.add_parser("validate", help="validate a catalog directory; exit 1 on any error")
     validate.add_argument("directory", type=Path)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    new = keys.add_parser("new", help="make a key: prints it once, and the entry for the --api-keys file")
+    new.add_argument("--name", required=True, help="who holds the key (shown in logs and audit, never the key)")
+    new.add_argument("--role", required=True, action="append", choices=ROLES, help="repeat for several roles")
     return parser
 
 
 def _config(args: argparse.Namespace) -> ServeConfig:
-    fields = ("catalogs", "host", "port", "metrics_port", "data_dir", "redis_url", "redis_prefix")
+    fields = (
+        "catalogs",
+        "host",
+        "port",
+        "metrics_port",
+        "metrics_host",
+        "data_dir",
+        "redis_url",
+        "redis_prefix",
+        "api_keys",
+        "insecure",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "max_in_flight",
+    )
     given: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return ServeConfig(**given)
 
@@ -115,7 +153,7 @@ async def _serve(config: ServeConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_catalogs)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await stop.wait()
     log.info("shutting down")
     await server.stop()
@@ -135,6 +173,14 @@ def _validate(directory: Path) -> int:
     return 0
 
 
+def _new_key(name: str, roles: list[Role]) -> int:
+    key = new_key()
+    entry = key_entry_yaml(name, key, roles)  # validates the name before anything is printed
+    print(f"key (shown once; give it to {name}, keep only the entry below on the server):\n\n  {key}\n")
+    print(f"entry for the --api-keys file:\n\n{entry}", end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -142,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "catalog":
         return _validate(args.directory)
+    if args.command == "keys":
+        try:
+            return _new_key(args.name, args.role)
+        except ValidationError as err:
+            print(f"tailor keys new: --name: {err.errors()[0]['msg']}", file=sys.stderr)
+            return 2
     if args.command == "simulate":
         from server.tools import simulator
 
@@ -161,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except CatalogError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
+        return 2
+    except (KeyFileError, TLSError) as err:
+        print(f"tailor: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"tailor: {err}", file=sys.stderr)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -73,8 +74,9 @@ class Deployment:
     """What one load run is aimed at: the addresses to spread shoppers over, and the pids doing server work
     by role (serving processes first)."""
 
-    def __init__(self, targets: Sequence[str], roles: Mapping[str, Sequence[int]]) -> None:
+    def __init__(self, targets: Sequence[str], roles: Mapping[str, Sequence[int]], api_key: str | None = None) -> None:
         self.targets = ",".join(targets)
+        self.api_key = api_key
         self.roles = {role: list(pids) for role, pids in roles.items()}
         self.pids = [pid for pids in self.roles.values() for pid in pids]
 
@@ -98,9 +100,12 @@ def children_cpu() -> float:
 def load(deployment: Deployment, mode: str, n: int, seconds: float) -> dict[str, float]:
     before = {role: sum(cpu_seconds(p) for p in pids) for role, pids in deployment.roles.items()}
     client_before = children_cpu()
+    env = {k: v for k, v in os.environ.items() if k != "TAILOR_API_KEY"}
+    if deployment.api_key:
+        env["TAILOR_API_KEY"] = deployment.api_key
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.load._loadgen", deployment.targets, mode, str(n), str(seconds)],
-        capture_output=True, text=True, timeout=seconds * 10 + 60,
+        capture_output=True, text=True, timeout=seconds * 10 + 60, env=env,
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed against {deployment.targets}:\n{out.stderr[-3000:]}")

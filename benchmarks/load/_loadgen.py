@@ -6,12 +6,14 @@ from the scheduled start (so queueing shows), with the same events and rewards m
 TARGETS is one host:port, or several separated by commas (replicas sharing state in Redis): shoppers are
 spread over them round-robin, each with one channel and one rewards stream per target.
 Prints one JSON object: decisions/s, Decide latency percentiles, events/s, rewards/s.
+With TAILOR_API_KEY set, every call carries `authorization: Bearer <key>`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -26,13 +28,15 @@ from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 from ._traffic import EVENTS_EVERY, REWARD_SHARE, SESSIONS, decide_request, events
 
 Stub = Any  # a grpc.aio stub: the generated stub's types describe the blocking one
+_KEY = os.environ.get("TAILOR_API_KEY")
+METADATA = (("authorization", f"Bearer {_KEY}"),) if _KEY else None
 
 
 class Rewards:
     """One ReportRewards stream shared by every shopper: a writer task and a reader task."""
 
     def __init__(self, stub: Stub) -> None:
-        self.call: Any = stub.ReportRewards()
+        self.call: Any = stub.ReportRewards(metadata=METADATA)
         self.queue: asyncio.Queue[pb.ReportRewardsRequest | None] = asyncio.Queue()
         self.sent = self.answered = 0
         self.tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._read())]
@@ -79,10 +83,10 @@ class Shopper:
     async def step(self, index: int, latencies: list[float], started: float | None = None) -> None:
         session = self.rng.randrange(SESSIONS)
         if index % EVENTS_EVERY == 0:
-            response = await self.stub.TrackEvents(iter([events(self.rng, session)]))
+            response = await self.stub.TrackEvents(iter([events(self.rng, session)]), metadata=METADATA)
             self.events += response.accepted
         t0 = started if started is not None else time.perf_counter()
-        decision = await self.stub.Decide(decide_request(self.rng, session))
+        decision = await self.stub.Decide(decide_request(self.rng, session), metadata=METADATA)
         latencies.append(time.perf_counter() - t0)
         if self.rng.random() < REWARD_SHARE:
             self.rewards.send(decision.event_id, index)

@@ -5,6 +5,7 @@
   error to a status with field violations is the gRPC face's job (`server.api`).
 - `Metrics`: every Prometheus metric, built on an injected registry.
 - `EventKind`, `TrackedEvent`: what a validated behaviour event is.
+- `RateLimitedLog`: log lines for events that can repeat thousands of times a second.
 
 Imports: nothing else of Tailor's (`policies` and `tailor` included).
 """
@@ -22,6 +23,7 @@ from ._errors import (
 )
 from ._events import EVENT_KINDS, EventKind, TrackedEvent
 from ._metrics import DecideStats, Metrics
+from ._ratelimit import RateLimitedLog
 
 __all__ = [
     "EVENT_KINDS",
@@ -34,6 +36,7 @@ __all__ = [
     "Limits",
     "Metrics",
     "NotFound",
+    "RateLimitedLog",
     "ResourceExhausted",
     "ServeConfig",
     "TailorError",

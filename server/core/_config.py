@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +38,17 @@ class ServeConfig(BaseSettings):
     host: str = Field("[::]", description="address the gRPC server binds")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus /metrics port; unset disables")
+    metrics_host: str = Field("0.0.0.0", description="address /metrics binds (plain HTTP, no auth, by design)")
+    api_keys: Path | None = Field(None, description="API key file (digests and roles); unset = protected mode")
+    insecure: bool = Field(False, description="without api_keys, serve every caller, not only local ones")
+    local_networks: tuple[str, ...] = Field(
+        ("127.0.0.0/8", "::1/128"), description="protected mode: networks whose callers need no key"
+    )
+    tls_cert: Path | None = Field(None, description="PEM server certificate (chain); with tls_key, serve TLS only")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle; client certificates required (mTLS)")
+    max_in_flight: int = Field(1000, ge=1, description="calls running at once; past it RESOURCE_EXHAUSTED")
+    credentials_poll_seconds: float = Field(2.0, gt=0, description="how often the key file is checked for changes")
     data_dir: Path = Field(Path("data"), description="model snapshots and persisted pending decisions")
     redis_url: str | None = Field(None, description="redis://, rediss:// or unix:// URL; unset = embedded state")
     redis_prefix: str = Field("tailor", description="key prefix in Redis")
@@ -62,6 +74,21 @@ class ServeConfig(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
 
     _redis_url = field_validator("redis_url")(_check_redis_url)
+
+    @field_validator("local_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network)  # ValueError names the bad one
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServeConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give tls_cert and tls_key together (--tls-cert FILE --tls-key FILE)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        return self
 
 
 class LearnConfig(BaseSettings):

@@ -121,6 +121,28 @@ class Metrics:
         self.catalog_reloads = Counter(
             "tailor_catalog_reloads_total", "Catalog reloads, by result.", ["result"], registry=registry
         )
+        self.rpcs_rejected = Counter(
+            "tailor_rpcs_rejected_total",
+            "Calls refused before their handler ran, by reason: missing_key, malformed, unknown_key, "
+            "permission_denied, not_local (protected mode), overload (--max-in-flight), deadline (already passed), "
+            "undecodable (bytes that are not the request message).",
+            ["reason"],
+            registry=registry,
+        )
+        self.rpcs_in_flight = Gauge(
+            "tailor_rpcs_in_flight",
+            "Calls running now (health checks excluded); an open stream counts.",
+            registry=registry,
+        )
+        self.credential_reloads = Counter(
+            "tailor_credential_reloads_total",
+            "Re-reads of the API key file and the TLS certificates, by what and result.",
+            ["what", "result"],
+            registry=registry,
+        )
+        self.api_keys = Gauge(
+            "tailor_api_keys", "API keys loaded from --api-keys (0: none configured).", registry=registry
+        )
         self.pending_restored = Counter(
             "tailor_pending_decisions_restored_total",
             "Pending decisions restored from the data directory at start-up.",
@@ -140,6 +162,19 @@ class Metrics:
 
         for result in ("ok", "error"):
             self.catalog_reloads.labels(result)
+            for what in ("keys", "tls"):
+                self.credential_reloads.labels(what, result)
+        for reason in (
+            "missing_key",
+            "malformed",
+            "unknown_key",
+            "permission_denied",
+            "not_local",
+            "overload",
+            "deadline",
+            "undecodable",
+        ):
+            self.rpcs_rejected.labels(reason)
 
     def learn_counters(self, decision_point: str, source: str) -> tuple[Counter, Counter]:
         """The learned-examples and scaled-reward series of a decision point, looked up once (the learner

@@ -3,6 +3,7 @@ the shopper model's own honesty (without a server)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import subprocess
@@ -27,6 +28,7 @@ from server.tools.simulator import (
 )
 
 from ..conftest import RunningServer
+from ..pki import CA
 
 
 def _results(out: Path) -> dict[str, Any]:
@@ -79,6 +81,31 @@ def test_it_drives_a_running_server_given_by_target(start_server: Callable[..., 
     assert results["config"]["target"] == target
     assert results["run"]["events_rejected"] == 0
     assert server.metric("tailor_decisions_total", {"decision_point": "shop_layout"}) == 300
+
+
+def test_it_drives_a_server_with_keys_and_mtls(
+    start_server: Callable[..., RunningServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogs = tmp_path / "catalogs"
+    catalogs.mkdir()
+    (catalogs / "shop_layout.yaml").write_text(yaml.safe_dump(catalog_document("shop_layout"), sort_keys=False))
+    ca = CA(tmp_path / "pki")
+    served, client = ca.issue("server"), ca.issue("sim", server=False)
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        yaml.safe_dump({"keys": [{"name": "sim", "sha256": hashlib.sha256(b"k").hexdigest(), "roles": ["decide"]}]})
+    )
+    server = start_server(catalogs, api_keys=keys, tls_cert=served.cert, tls_key=served.key, tls_client_ca=ca.path)
+    target = f"localhost:{server.port}"
+    argv = ["simulate", "--target", target, "--decision-point", "shop_layout", "--shoppers", "200", "--warmup", "100"]
+    argv += ["--block", "100", "--out", str(tmp_path / "out"), "--tls-ca", str(ca.path)]
+    mtls = ["--tls-cert", str(client.cert), "--tls-key", str(client.key)]
+
+    assert main([*argv, *mtls]) == 2  # no key: UNAUTHENTICATED, the run cannot be done
+    assert main([*argv, "--api-key", "k"]) == 2  # no client certificate: the handshake fails
+    monkeypatch.setenv("TAILOR_API_KEY", "k")
+    assert main([*argv, *mtls]) == 1  # runs (far too short to learn)
+    assert server.metric("tailor_decisions_total", {"decision_point": "shop_layout"}) == 200
 
 
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:

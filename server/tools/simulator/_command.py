@@ -27,6 +27,8 @@ from typing import Any
 
 import grpc
 
+from server.tools.client_flags import ClientCredentials, add_client_flags
+
 from ._driver import DEFAULT_DECISION_POINT, REWARD_WINDOW_SECONDS, EmbeddedServer, drive
 from ._report import (
     Block,
@@ -100,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=_DEFAULTS["out"],
         help="directory for results.json, results.md, learning_curve.png (default benchmarks/simulate)",
     )
+    add_client_flags(parser)
 
 
 def _arg_problem(args: argparse.Namespace) -> str | None:
@@ -124,7 +127,12 @@ class Play:
     seconds: float = 0.0
 
 
-async def _play(args: argparse.Namespace, targets: list[str], run_id: str) -> Play:
+async def _play(
+    args: argparse.Namespace,
+    targets: list[str],
+    run_id: str,
+    credentials: ClientCredentials = ClientCredentials(),  # noqa: B008  # frozen: one shared default is fine
+) -> Play:
     """Drive every shopper through the service, printing a table row per block as it completes."""
     rules = segment_rules()
     single = best_single_action()
@@ -135,7 +143,7 @@ async def _play(args: argparse.Namespace, targets: list[str], run_id: str) -> Pl
     print(table_header(), flush=True)
     started = time.perf_counter()
 
-    async for shopper, served in drive(targets, args.decision_point, shoppers, run_id, args.concurrency):
+    async for shopper, served in drive(targets, args.decision_point, shoppers, run_id, args.concurrency, credentials):
         for tally in (block, play.overall) + ((play.after_warmup,) if served.index >= args.warmup else ()):
             tally.add(shopper, served, rules, single)
         if served.index >= args.warmup:
@@ -279,9 +287,13 @@ def run(args: argparse.Namespace) -> int:
         if args.target:
             print(f"driving {args.target} (decision point {args.decision_point})", flush=True)
             targets = [t.strip() for t in args.target.split(",") if t.strip()]
-            play, evidence = asyncio.run(_play(args, targets, run_id)), None
+            credentials = ClientCredentials.from_args(args)
+            play, evidence = asyncio.run(_play(args, targets, run_id, credentials)), None
         else:
             play, evidence = _embedded_run(args, run_id)
+    except ValueError as err:
+        print(f"tailor simulate: {err}", file=sys.stderr)
+        return 2
     except (grpc.RpcError, RuntimeError, OSError) as err:
         print(f"tailor simulate: the run failed: {err}", file=sys.stderr)
         return 2

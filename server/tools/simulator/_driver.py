@@ -25,6 +25,7 @@ import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.tools.client_flags import ClientCredentials
 from server.tools.launcher import ServeProcess
 from tailor import feature_map
 from tailor.v1 import decision_service_pb2 as pb
@@ -172,13 +173,18 @@ class ShopperStub:
     server, was the bottleneck (about half the shoppers per second on 2 cores).
     """
 
-    def __init__(self, channel: grpc.aio.Channel, timeout: float = 10.0) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, timeout: float = 10.0, metadata: tuple[tuple[str, str], ...] | None = None
+    ) -> None:
         self._stub = pb_grpc.DecisionServiceStub(channel)
         self._timeout = timeout
+        self._metadata = metadata
 
     async def track(self, events: list[pb.SessionEvent]) -> pb.TrackEventsResponse:
         request = pb.TrackEventsRequest(events=events)
-        response: pb.TrackEventsResponse = await self._stub.TrackEvents(iter([request]), timeout=self._timeout)
+        response: pb.TrackEventsResponse = await self._stub.TrackEvents(
+            iter([request]), timeout=self._timeout, metadata=self._metadata
+        )
         return response
 
     async def decide(self, session_id: str, decision_point: str, shopper: Shopper) -> pb.DecideResponse:
@@ -188,7 +194,7 @@ class ShopperStub:
             context=feature_map(shopper.demographics),
             event_id=f"{session_id}-d",
         )
-        response: pb.DecideResponse = await self._stub.Decide(request, timeout=self._timeout)
+        response: pb.DecideResponse = await self._stub.Decide(request, timeout=self._timeout, metadata=self._metadata)
         return response
 
 
@@ -216,7 +222,12 @@ async def serve_shopper(
 
 
 async def drive(
-    targets: Sequence[str], decision_point: str, shoppers: Iterable[Shopper], run_id: str, concurrency: int
+    targets: Sequence[str],
+    decision_point: str,
+    shoppers: Iterable[Shopper],
+    run_id: str,
+    concurrency: int,
+    credentials: ClientCredentials = ClientCredentials(),  # noqa: B008  # frozen: one shared default is fine
 ) -> AsyncIterator[tuple[Shopper, Served]]:
     """Serve every shopper, `concurrency` at a time; yields (shopper, result) in shopper order.
 
@@ -224,8 +235,8 @@ async def drive(
     `concurrency` shoppers are ever in flight, started in index order, so the order the service sees
     stays close to shopper order and memory stays flat however long the run.
     """
-    channels = [grpc.aio.insecure_channel(t) for t in targets]
-    stubs = [ShopperStub(c) for c in channels]
+    channels = [credentials.aio_channel(t) for t in targets]
+    stubs = [ShopperStub(c, metadata=credentials.metadata) for c in channels]
     try:
         in_flight: deque[tuple[Shopper, asyncio.Task[Served]]] = deque()
         try:

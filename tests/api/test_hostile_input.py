@@ -1,0 +1,243 @@
+"""Hostile input, property-based, through the real server over gRPC: every RPC, and raw wire bytes.
+
+Whatever a client sends, every call ends with a defined status (never UNKNOWN or INTERNAL, never a
+trace), the server stays healthy, and input that is refused leaves a trained model exactly as it was.
+This suite is the place to extend when an RPC is added (tests/api/test_keys.py checks its role).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from server.core import ServeConfig
+from tailor.v1 import decision_service_pb2 as pb
+
+from ..conftest import LAYOUTS, RunningServer, write_catalog
+
+C = grpc.StatusCode
+DEFINED = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED, C.OUT_OF_RANGE}
+SERVICE = "/tailor.v1.DecisionService/"
+WEIRD = [
+    "",
+    " ",
+    "\x00",
+    "é" * 50,
+    "💥" * 100,
+    "a" * 70_000,
+    "|",
+    ":",
+    "shared |x a:1",
+    "\n|a x",
+    "%7C",
+    "nan",
+    "__proto__",
+]
+NUMBERS = [math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0, -0.0, 5e-324, 1.0, -1.0, 2.0]
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("hostile")
+    catalogs = root / "catalogs"
+    catalogs.mkdir()
+    write_catalog(catalogs, "home_layout", LAYOUTS, reward_window_seconds=0.5)
+    running = RunningServer(
+        ServeConfig(catalogs=catalogs, host="127.0.0.1", port=0, metrics_port=None, data_dir=root / "data")
+    )
+    yield running
+    running.stop()
+
+
+texts = st.one_of(st.text(max_size=40), st.sampled_from(WEIRD), st.text(min_size=200, max_size=1500))
+ids = st.one_of(st.sampled_from(["s1", "s2", "e1", "e1", "grid"]), texts)  # reused ids, and junk
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(NUMBERS))
+values = st.one_of(
+    texts.map(lambda t: pb.FeatureValue(text=t)),
+    numbers.map(lambda n: pb.FeatureValue(number=n)),
+    st.just(pb.FeatureValue()),  # neither set
+)
+
+
+@st.composite
+def feature_maps(draw: st.DrawFn) -> dict[str, pb.FeatureValue]:
+    width = draw(st.sampled_from([0, 1, 5, 300]))  # 300 > the 256 context features allowed
+    if width == 300:
+        value = draw(values)
+        return {f"f{i}": value for i in range(width)}
+    return draw(st.dictionaries(texts, values, max_size=width))
+
+
+@st.composite
+def decide_requests(draw: st.DrawFn) -> pb.DecideRequest:
+    request = pb.DecideRequest(
+        session_id=draw(ids),
+        decision_point=draw(st.one_of(st.just("home_layout"), texts)),
+        event_id=draw(ids),
+        defer_activation=draw(st.booleans()),
+    )
+    for key, value in draw(feature_maps()).items():
+        request.context[key].CopyFrom(value)
+    for _ in range(draw(st.sampled_from([0, 0, 1, 3, 300]))):
+        action = request.actions.add(id=draw(ids))
+        for key, value in draw(feature_maps()).items():
+            action.features[key].CopyFrom(value)
+    request.candidate_action_ids.extend(draw(st.lists(st.one_of(st.sampled_from(list(LAYOUTS)), ids), max_size=4)))
+    request.excluded_action_ids.extend(draw(st.lists(st.one_of(st.sampled_from(list(LAYOUTS)), ids), max_size=4)))
+    return request
+
+
+@st.composite
+def session_events(draw: st.DrawFn) -> pb.SessionEvent:
+    event = pb.SessionEvent(
+        session_id=draw(ids),
+        type=pb.EventType.ValueType(draw(st.integers(-3, 12))),  # unknown enum values included
+        product_id=draw(ids),
+        category=draw(texts),
+        price=draw(numbers),
+        discount=draw(numbers),
+        id=draw(ids),
+    )
+    for key, value in draw(feature_maps()).items():
+        event.attributes[key].CopyFrom(value)
+    when = draw(st.sampled_from(["unset", "now", "future", "past", "far", "negative"]))
+    now = time.time()
+    seconds = {"now": now, "future": now + 86_400, "past": now - 3 * 86_400, "far": 2**40, "negative": -(2**40)}
+    if when != "unset":
+        event.timestamp.CopyFrom(Timestamp(seconds=int(seconds[when]), nanos=draw(st.integers(0, 999_999_999))))
+    return event
+
+
+rewards = st.builds(pb.Reward, event_id=ids, value=numbers, reward_id=ids)
+
+
+def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+    except grpc.RpcError as err:
+        return err.code(), err.details() or ""
+    return C.OK, ""
+
+
+def assert_defined(outcome: tuple[grpc.StatusCode, str]) -> None:
+    code, details = outcome
+    assert code in DEFINED, (code, details[:200])
+    assert "Traceback" not in details and 'File "' not in details
+
+
+@FUZZ
+@given(request=decide_requests())
+def test_decide(server: RunningServer, request: pb.DecideRequest) -> None:
+    assert_defined(code_of(lambda: server.stub.Decide(request, timeout=10)))
+
+
+@FUZZ
+@given(batches=st.lists(st.lists(session_events(), max_size=20), min_size=0, max_size=3))
+def test_track_events(server: RunningServer, batches: list[list[pb.SessionEvent]]) -> None:
+    requests = [pb.TrackEventsRequest(events=b) for b in batches]
+    assert_defined(code_of(lambda: server.stub.TrackEvents(iter(requests), timeout=10)))
+
+
+@FUZZ
+@given(batches=st.lists(st.lists(rewards, max_size=20), min_size=0, max_size=3))
+def test_report_rewards(server: RunningServer, batches: list[list[pb.Reward]]) -> None:
+    requests = [pb.ReportRewardsRequest(rewards=b) for b in batches]
+    assert_defined(code_of(lambda: list(server.stub.ReportRewards(iter(requests), timeout=10))))
+
+
+@FUZZ
+@given(session_id=ids, event_id=ids)
+def test_session_and_activate(server: RunningServer, session_id: str, event_id: str) -> None:
+    assert_defined(code_of(lambda: server.stub.GetSession(pb.GetSessionRequest(session_id=session_id), timeout=10)))
+    assert_defined(
+        code_of(lambda: server.stub.DeleteSession(pb.DeleteSessionRequest(session_id=session_id), timeout=10))
+    )
+    assert_defined(code_of(lambda: server.stub.Activate(pb.ActivateRequest(event_id=event_id), timeout=10)))
+
+
+#: A DecideRequest whose session_id (field 1, length-delimited) is not UTF-8.
+INVALID_UTF8 = b"\x0a\x02\xff\xfe\x12\x0bhome_layout"
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=300), st.just(INVALID_UTF8), st.just(b"\x0a\xff\xff\xff\xff\x0f")))
+def test_raw_bytes_on_every_method(server: RunningServer, data: bytes) -> None:
+    """Bytes that may not be the request message at all: gRPC's own decoder must never answer for us."""
+    for method in ("Decide", "GetSession", "DeleteSession", "Activate"):
+        call = server.channel.unary_unary(SERVICE + method, None, None)
+        assert_defined(code_of(lambda: call(data, timeout=10)))  # noqa: B023  # called at once
+    track = server.channel.stream_unary(SERVICE + "TrackEvents", None, None)
+    assert_defined(code_of(lambda: track(iter([data]), timeout=10)))
+    report = server.channel.stream_stream(SERVICE + "ReportRewards", None, None)
+    assert_defined(code_of(lambda: list(report(iter([data]), timeout=10))))
+
+
+def test_invalid_utf8_is_invalid_argument_naming_the_message(server: RunningServer) -> None:
+    code, details = code_of(
+        lambda: server.channel.unary_unary(SERVICE + "Decide", None, None)(INVALID_UTF8, timeout=10)
+    )
+    assert code == C.INVALID_ARGUMENT
+    assert "tailor.v1.DecideRequest" in details
+    assert server.metric("tailor_rpcs_rejected_total", {"reason": "undecodable"}) >= 1
+
+
+def test_the_server_stays_healthy_and_serving(server: RunningServer) -> None:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+    assert server.client.decide("after-the-storm", "home_layout").action_id in LAYOUTS
+    assert server.metric("tailor_rpc_errors_total", {"method": "Decide", "code": "INTERNAL"}) == 0
+
+
+def test_refused_input_leaves_a_trained_model_unchanged(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    catalogs = tmp_path / "catalogs"
+    catalogs.mkdir()
+    write_catalog(catalogs, "home_layout", LAYOUTS, reward_window_seconds=0.3)
+    trained = start_server(catalogs)
+    issued = []
+    for i in range(150):  # clean traffic: mobile shoppers like carousel
+        d = trained.client.decide(f"clean-{i}", "home_layout", context={"device": "mobile"})
+        trained.client.report_rewards([(d.event_id, 1.0 if d.action_id == "carousel" else 0.0, f"r{i}")])
+        issued.append(d.event_id)
+
+    def learned() -> float:
+        return trained.metric("tailor_learned_examples_total", {"decision_point": "home_layout", "source": "reward"})
+
+    assert trained.wait_for(lambda: learned() == 150, timeout=10)
+
+    def scores() -> list[float]:
+        model = trained.app.models.get("home_layout")
+        assert model is not None
+        return model.policy.predict("shared |c device=mobile", ["|a id=grid", "|a id=carousel", "|a id=editorial"])
+
+    before = trained.call(scores)
+    # Refused input only: rewards that are not numbers, or for decisions already learned; decisions for an
+    # unknown decision point; undecodable bytes; events of unknown types.
+    refused = [pb.Reward(event_id=e, value=v, reward_id="x") for e in issued[:20] for v in (math.nan, math.inf)]
+    refused += [pb.Reward(event_id=e, value=1.0, reward_id="late") for e in issued[:20]]
+    answers = trained.stub.ReportRewards(iter([pb.ReportRewardsRequest(rewards=refused)]), timeout=10)
+    statuses = [r.status for answer in answers for r in answer.results]
+    assert set(statuses) <= {pb.REWARD_STATUS_INVALID, pb.REWARD_STATUS_LATE, pb.REWARD_STATUS_UNKNOWN_EVENT}
+    for junk in (INVALID_UTF8, b"\xff" * 40):
+        code_of(lambda: trained.channel.unary_unary(SERVICE + "Decide", None, None)(junk, timeout=5))  # noqa: B023
+    code_of(lambda: trained.stub.Decide(pb.DecideRequest(session_id="x", decision_point="nope"), timeout=5))
+    trained.stub.TrackEvents(
+        iter([pb.TrackEventsRequest(events=[pb.SessionEvent(session_id="x", type=pb.EventType.ValueType(99))])])
+    )
+    time.sleep(0.8)  # past the reward window: anything wrongly retained would be learned by now
+    assert learned() == 150
+    assert trained.call(scores) == before
