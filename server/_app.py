@@ -70,7 +70,12 @@ class TailorServer:
             state: DecideState = RedisDecideState(self.redis, redis_sessions, redis_log, self.metrics)
         else:
             config.data_dir.mkdir(parents=True, exist_ok=True)
-            self.models = ModelRegistry(FileModelStore(config.data_dir / "models", keep=config.snapshots_kept))
+            corrupt = self.metrics.corrupt_state.labels("snapshot")
+            self.models = ModelRegistry(
+                FileModelStore(
+                    config.data_dir / "models", keep=config.snapshots_kept, on_corrupt=lambda path, why: corrupt.inc()
+                )
+            )
             self.model_store = None
             learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds)
             memory_log = InMemoryDecisionLog(
@@ -231,11 +236,14 @@ class TailorServer:
         path = self.pending_file
         if not path.exists() or not isinstance(self.decisions, InMemoryDecisionLog):
             return
-        restored = self.decisions.load(path)
+        restored, corrupt = self.decisions.load(path)
         # Once loaded, the file must not be replayed again after a later crash (it would double-learn).
         path.unlink()
         self.metrics.pending_restored.inc(restored)
         log.info("restored %d retained decisions from %s", restored, path)
+        if corrupt:
+            self.metrics.corrupt_state.labels("pending_decision").inc(corrupt)
+            log.error("%s: skipped %d torn or corrupt lines (their decisions are lost)", path, corrupt)
 
     async def _sweep(self) -> None:
         """Close reward windows as they come due; drop idle sessions about once a second."""

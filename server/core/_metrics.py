@@ -143,6 +143,13 @@ class Metrics:
         self.api_keys = Gauge(
             "tailor_api_keys", "API keys loaded from --api-keys (0: none configured).", registry=registry
         )
+        self.corrupt_state = Counter(
+            "tailor_corrupt_state_total",
+            "Files found torn or corrupt at start-up and set aside: model snapshots (the previous one is used) and "
+            "retained decisions (the line is skipped).",
+            ["what"],
+            registry=registry,
+        )
         self.pending_restored = Counter(
             "tailor_pending_decisions_restored_total",
             "Pending decisions restored from the data directory at start-up.",
@@ -160,6 +167,8 @@ class Metrics:
             "tailor_learn_queue_examples", "Joined examples waiting to be learned.", registry=registry
         )
 
+        for what in ("snapshot", "pending_decision"):
+            self.corrupt_state.labels(what)
         for result in ("ok", "error"):
             self.catalog_reloads.labels(result)
             for what in ("keys", "tls"):

@@ -1,7 +1,14 @@
 """The embedded decision log: a dict plus a deadline heap, bounded by `capacity`.
 
 Its content is written to the data directory at shutdown and read back at start-up so pending
-decisions survive a graceful restart.
+decisions survive a graceful restart. The file (format 2) is a header line, then one decision per line
+with a CRC-32 of its JSON:
+
+    {"format": 2, "kind": "tailor-pending-decisions"}
+    1a2b3c4d {"event_id": ..., ...}
+
+A line whose checksum or JSON does not check out is skipped and counted, never a failed start. Files of
+0.1 (no header, plain JSON lines) are read the same way, without checksums.
 """
 
 from __future__ import annotations
@@ -9,11 +16,15 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ._base import DecisionRecord, JoinStatus, LearnSink, Source
+
+PENDING_FORMAT = 2
+_HEADER = {"format": PENDING_FORMAT, "kind": "tailor-pending-decisions"}
 
 
 class InMemoryDecisionLog:
@@ -164,22 +175,52 @@ class InMemoryDecisionLog:
         return closed, forgotten
 
     def save(self, path: Path) -> int:
-        """Write every retained decision as JSON lines (atomically); returns how many."""
+        """Write every retained decision, a checksum per line (atomically); returns how many."""
         tmp = path.with_suffix(".tmp")
         with tmp.open("w") as f:
+            f.write(json.dumps(_HEADER) + "\n")
             for record in self._records.values():
-                f.write(json.dumps(record.to_json(), separators=(",", ":")))
-                f.write("\n")
+                line = json.dumps(record.to_json(), separators=(",", ":"))
+                f.write(f"{zlib.crc32(line.encode()):08x} {line}\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         return len(self._records)
 
-    def load(self, path: Path) -> int:
-        """Read decisions written by `save`; returns how many were restored."""
-        restored = 0
-        with path.open() as f:
-            for line in f:
-                if line.strip() and self.add_now(DecisionRecord.from_json(json.loads(line))):
+    def load(self, path: Path) -> tuple[int, int]:
+        """Read decisions written by `save` (or by 0.1); returns (restored, lines skipped as corrupt)."""
+        restored = corrupt = 0
+        with path.open(errors="replace") as f:
+            first = f.readline()
+            checked = _is_header(first)
+            lines = f if checked else [first, *f]
+            for line in lines:
+                if not line.strip():
+                    continue
+                record = _parse(line, checked)
+                if record is None:
+                    corrupt += 1
+                elif self.add_now(record):
                     restored += 1
-        return restored
+        return restored, corrupt
+
+
+def _is_header(line: str) -> bool:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == _HEADER["kind"]
+
+
+def _parse(line: str, checked: bool) -> DecisionRecord | None:
+    """One retained decision, or None when the line is torn or corrupt."""
+    text = line.rstrip("\n")
+    if checked:
+        crc, _, text = text.partition(" ")
+        if crc != f"{zlib.crc32(text.encode()):08x}":
+            return None
+    try:
+        return DecisionRecord.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError):
+        return None

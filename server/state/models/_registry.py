@@ -26,7 +26,13 @@ log = logging.getLogger("tailor.models")
 class ModelStore(Protocol):
     """Where model snapshots live. The Redis backend implements the same interface."""
 
-    def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None: ...
+    def latest(self, decision_point: str, fingerprint: str) -> tuple[int, Path] | None:
+        """The newest snapshot that checks out (corrupt ones are set aside on the way)."""
+        ...
+
+    def reject(self, path: Path, reason: str) -> None:
+        """Set aside a snapshot that cannot be used, and report it."""
+        ...
 
     def built(self, decision_point: str) -> list[BuiltWith]:
         """What the decision point's stored models were built with, newest first."""
@@ -92,15 +98,18 @@ class ModelRegistry:
 
     def _open(self, decision_point: str, spec: LearningSpec, action_ids: Sequence[str], until: int) -> ServedModel:
         fingerprint = spec.fingerprint()
-        found = self.store.latest(decision_point, fingerprint)
-        if found is None:
-            actions = LearnedActions.established(action_ids, until)
-            return ServedModel(decision_point, spec, fingerprint, VWPolicy(spec), 0, time.time(), actions)
-        seq, path = found
-        log.info("decision point %s: resuming model %s.%d from %s", decision_point, fingerprint, seq, path)
-        actions = LearnedActions.from_doc(self.store.actions(decision_point, fingerprint, seq), action_ids, until)
-        policy = VWPolicy(spec, model_file=path)
-        return ServedModel(decision_point, spec, fingerprint, policy, seq, path.stat().st_mtime, actions)
+        while (found := self.store.latest(decision_point, fingerprint)) is not None:
+            seq, path = found
+            try:
+                policy = VWPolicy(spec, model_file=path)
+            except Exception as err:  # VW cannot read it (an unverifiable snapshot of an older release)
+                self.store.reject(path, f"VW cannot load it: {err}")
+                continue
+            log.info("decision point %s: resuming model %s.%d from %s", decision_point, fingerprint, seq, path)
+            actions = LearnedActions.from_doc(self.store.actions(decision_point, fingerprint, seq), action_ids, until)
+            return ServedModel(decision_point, spec, fingerprint, policy, seq, path.stat().st_mtime, actions)
+        actions = LearnedActions.established(action_ids, until)
+        return ServedModel(decision_point, spec, fingerprint, VWPolicy(spec), 0, time.time(), actions)
 
     def install(
         self, decision_point: str, policy: VWPolicy, seq: int, saved_at: float, actions: dict[str, Any] | None
