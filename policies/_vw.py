@@ -40,19 +40,15 @@ DEFAULT_IGNORE_LINEAR: tuple[str, ...] = (CONTEXT_NAMESPACE,)
 def check_interactions(value: Sequence[str]) -> tuple[str, ...]:
     """Validate VW namespace interactions: 2 letters (quadratic) or 3 (cubic) from Tailor's namespaces.
 
-    Each must involve the action namespace: in `cb_explore_adf` a product of shared namespaces alone is
-    the same for every action and cannot change a ranking."""
+    A term without the action namespace (`ss`) is the same for every action, so it never changes a ranking
+    by itself; it is allowed because it shapes the regression's estimate of what the shared features say
+    about the reward (benchmarks/learning/README.md measures `ss`)."""
     out = tuple(value)
     for term in out:
         if len(term) not in (2, 3) or any(ns not in NAMESPACES for ns in term):
             raise ValueError(
                 f"interaction {term!r}: give 2 (quadratic) or 3 (cubic) namespace letters from "
                 f"{', '.join(NAMESPACES)} (c: request context, s: session intent, a: action), e.g. ca or cca"
-            )
-        if ACTION_NAMESPACE not in term:
-            raise ValueError(
-                f"interaction {term!r} does not involve the action namespace {ACTION_NAMESPACE!r}: it would be "
-                "the same for every action and could not change a ranking"
             )
     if len(set(out)) != len(out):
         raise ValueError(f"interactions repeat a term: {list(out)}")

@@ -28,7 +28,7 @@ from server.core import Metrics, ServeConfig
 from server.decisions import DecisionService
 from server.learning import Learner, RewardJoiner
 from server.sessions import SessionContext
-from server.state import DecideState, EmbeddedDecideState, RedisDecideState
+from server.state import DecideState, EmbeddedDecideState, RedisDecideState, redis_settings_problems
 from server.state.decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog, RedisDecisionLog
 from server.state.models import FileModelStore, FollowedModelStore, ModelRegistry, RedisModelStore, policy_from_bytes
 from server.state.sessions import InMemorySessionStore, RedisSessionStore, SessionStore
@@ -147,6 +147,9 @@ class TailorServer:
         else:
             try:
                 await self._follow_once()  # serve the latest published models from the first decision on
+                assert self.redis is not None
+                for problem in await redis_settings_problems(self.redis):
+                    log.warning("%s", problem)
             except Exception:
                 log.warning("Redis unreachable at start-up: serving fresh models until it answers", exc_info=True)
         limits = cfg.limits

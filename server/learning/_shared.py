@@ -16,12 +16,14 @@ import logging
 import time
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from policies import VWPolicy
 from server.catalogs import Catalog, CatalogError, load_catalog_dir
 from server.core import LearnConfig, Metrics
+from server.state import redis_settings_problems
 from server.state.decision_log import LearnEntry, RedisDecisionLog
 from server.state.models import LearnedActions, RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
 
@@ -72,6 +74,9 @@ class SharedLearner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the lease, lead until it is lost or `stop` is set, and wait again."""
+        with contextlib.suppress(redis.RedisError, OSError):  # unreachable: the lease loop reports it
+            for problem in await redis_settings_problems(self.client):
+                log.warning("%s", problem)
         while not stop.is_set():
             if await self.lease.acquire():
                 log.info("leading (token %s)", self.lease.token[:8])

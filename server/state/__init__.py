@@ -5,12 +5,13 @@
 - `models/`: the models being served (`ModelRegistry`) and where snapshots live (files, or Redis).
 - `_decide.py`: what one Decide reads and writes, in one round trip each on Redis (`DecideState`).
 - `_redis.py`: Redis plumbing every Redis backend shares: hash-tagged keys, errors as UNAVAILABLE,
-  Lua scripts on pipelines.
+  Lua scripts on pipelines; `redis_settings_problems`, the start-up check of the server's settings.
 
 Each backend is chosen by the app wiring (`server._app`); the contract suites in `tests/state/` run every
 interface against both. Imports: `server.core`, `server.catalogs`, `policies`; never the request path above.
 """
 
 from ._decide import DecideState, EmbeddedDecideState, RedisDecideState
+from ._redis import settings_problems as redis_settings_problems
 
-__all__ = ["DecideState", "EmbeddedDecideState", "RedisDecideState"]
+__all__ = ["DecideState", "EmbeddedDecideState", "RedisDecideState", "redis_settings_problems"]

@@ -101,3 +101,37 @@ async def run_scripts(client: aioredis.Redis, build: Callable[[Any], None], scri
         for script in scripts:
             await script.load()
     raise AssertionError("unreachable")
+
+
+async def settings_problems(client: aioredis.Redis) -> list[str]:
+    """What in the Redis server's settings could lose Tailor's state, as warnings to log at start-up.
+
+    Tailor needs keys never to be evicted (decision log entries and models carry TTLs or none, and an
+    evicted decision is a lost reward) and, to survive a Redis restart, persistence. A managed Redis that
+    refuses CONFIG GET cannot be checked: that is said too."""
+    try:
+        config = await client.config_get("maxmemory*")
+        config.update(await client.config_get("appendonly"))
+        config.update(await client.config_get("save"))
+    except redis.RedisError as err:
+        return [
+            f"cannot read the Redis settings ({err}): make sure maxmemory-policy is noeviction and persistence is on"
+        ]
+    problems = []
+    policy = _text(config.get("maxmemory-policy", ""))
+    if int(_text(config.get("maxmemory", "0")) or 0) > 0 and policy != "noeviction":
+        problems.append(
+            f"Redis maxmemory-policy is {policy!r} with a maxmemory limit: Redis may evict Tailor's decisions "
+            "and models when memory fills up; set maxmemory-policy noeviction (writes then fail, and Tailor "
+            "counts them, instead of state vanishing)"
+        )
+    if _text(config.get("appendonly", "no")) != "yes" and not _text(config.get("save", "")).strip():
+        problems.append(
+            "Redis has no persistence (appendonly no, no save points): a Redis restart loses every session, "
+            "retained decision and published model; enable appendonly yes (appendfsync everysec)"
+        )
+    return problems
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

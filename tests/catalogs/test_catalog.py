@@ -152,12 +152,6 @@ BAD_CATALOGS = [
         id="interaction-too-long",
     ),
     pytest.param(
-        "decision_point: home\npolicy: {learning: {interactions: [ss]}}\n",
-        "policy.learning.interactions",
-        "does not involve the action namespace",
-        id="interaction-without-actions",
-    ),
-    pytest.param(
         "decision_point: home\npolicy: {learning: {interactions: [ca, ca]}}\n",
         "policy.learning.interactions",
         "repeat",
@@ -273,13 +267,13 @@ def test_exploration_parameters_reach_the_vw_arguments(tmp_path: Path) -> None:
 def test_interactions_and_ignore_linear_reach_the_vw_arguments(tmp_path: Path) -> None:
     cubic_keys = {"interactions": ["ca", "sa", "cca"], "ignore_linear": ["c", "s"]}
     write_catalog(tmp_path, "cubic", LAYOUTS, learning=cubic_keys)
-    write_catalog(tmp_path, "plain", LAYOUTS, learning={"interactions": ["ca"], "ignore_linear": []})
+    write_catalog(tmp_path, "plain", LAYOUTS, learning={"interactions": ["ca", "ss"], "ignore_linear": []})
     write_catalog(tmp_path, "defaults", LAYOUTS)
 
     cubic = load_one(tmp_path, "cubic").policy.learning_spec().vw_args()
     assert "-q ca -q sa --cubic cca --ignore_linear c --ignore_linear s" in cubic
     plain = load_one(tmp_path, "plain").policy.learning_spec().vw_args()
-    assert "-q ca -b" in plain and "--ignore_linear" not in plain
+    assert "-q ca -q ss -b" in plain and "--ignore_linear" not in plain
     defaults = load_one(tmp_path, "defaults").policy.learning_spec().vw_args()
     assert "-q ca -q sa --ignore_linear c" in defaults and "--gamma_scale 30.0" in defaults
     # every spelling VW accepts, and the models it builds learn and predict
