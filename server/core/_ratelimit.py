@@ -19,7 +19,7 @@ class RateLimitedLog:
     def warning(self, kind: str, message: str, *args: Any) -> None:
         self.log(logging.WARNING, kind, message, *args)
 
-    def log(self, level: int, kind: str, message: str, *args: Any) -> None:
+    def log(self, level: int, kind: str, message: str, *args: Any, exc_info: bool = False) -> None:
         """Log `message` unless a line of this `kind` was written less than `seconds` ago."""
         now = time.monotonic()
         last = self._last.get(kind)
@@ -31,4 +31,4 @@ class RateLimitedLog:
         if left_out:
             message += " (and %d more like it in the last %.0f s)"
             args = (*args, left_out, now - last if last is not None else 0.0)
-        self.logger.log(level, message, *args)
+        self.logger.log(level, message, *args, exc_info=exc_info)

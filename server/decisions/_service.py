@@ -7,6 +7,7 @@ Everything here is synchronous and short; the servicer calls it straight from th
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ from server.core import (
     Limits,
     Metrics,
     NotFound,
+    RateLimitedLog,
+    ResourceExhausted,
     Unavailable,
     invalid,
 )
@@ -31,6 +34,10 @@ from server.state.decision_log import Decision, DecisionLog, DecisionRecord
 from server.state.models import ModelRegistry
 
 Features = list[tuple[str, "str | float"]]
+
+log = logging.getLogger("tailor.decisions")
+#: Shared state that cannot be read or written: Decide answers without it (and counts it).
+_FAIL_OPEN = (Unavailable, ResourceExhausted)
 
 
 @dataclass(slots=True)
@@ -72,6 +79,7 @@ class DecisionService:
         self.joiner = joiner
         self.sessions = sessions
         self.metrics = metrics
+        self._log = RateLimitedLog(log, seconds=10.0)
         self.limits = limits
         self.grace_seconds = grace_seconds
         self.catalogs: Mapping[str, Catalog] = {}
@@ -97,8 +105,9 @@ class DecisionService:
         now = time.time()
         try:
             known, session = await self.state.read(q.session_id, q.event_id, now)
-        except Unavailable:  # Decide never fails for shared state: it answers without it, and counts
+        except _FAIL_OPEN as err:  # Decide never fails for shared state: it answers without it, and counts
             self.metrics.fail_open.labels("read").inc()
+            self._log.warning("read", "Decide answered without the session (shared state read failed: %s)", err)
             known, session = None, None
         if known is not None:
             return self._replay(known, q)
@@ -141,8 +150,9 @@ class DecisionService:
         )
         try:
             logged = await self.state.write(record, action_id)
-        except Unavailable:
+        except _FAIL_OPEN as err:
             self.metrics.fail_open.labels("write").inc()
+            self._log.warning("write", "a decision was served but not logged, so never learned: %s", err)
             logged = False
         if not logged:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()

@@ -15,11 +15,12 @@ from collections import deque
 from dataclasses import dataclass
 
 from policies import VWPolicy, reward_to_cost
-from server.core import Metrics
+from server.core import Metrics, RateLimitedLog
 from server.state.decision_log import DecisionRecord, Source
 from server.state.models import ModelRegistry
 
 log = logging.getLogger("tailor.learner")
+_limited = RateLimitedLog(log, seconds=10.0)  # per-example lines: at most one per kind every 10 s
 
 
 @dataclass(slots=True)
@@ -91,14 +92,14 @@ def learn_example(
 
     Returns False if there is no model for it (its decision point was removed) or VW refused it."""
     if policy is None:
-        log.warning("dropping a learned example for unknown decision point %s", record.decision_point)
+        _limited.warning("unknown", "dropping a learned example for unknown decision point %s", record.decision_point)
         return False
     cost = reward_to_cost(reward, *record.reward_range)
     try:
         policy.learn(record.shared, record.actions, record.chosen, cost, record.probability)
     except Exception:
         metrics.learn_errors.labels(record.decision_point).inc()
-        log.exception("VW refused example for event %s", record.event_id)
+        _limited.log(logging.ERROR, "refused", "VW refused example for event %s", record.event_id, exc_info=True)
         return False
     learned, reward_scaled = metrics.learn_counters(record.decision_point, source)
     learned.inc()

@@ -24,7 +24,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from server.core import Unavailable
+from server.core import ResourceExhausted, Unavailable
 
 _TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 
@@ -58,12 +58,18 @@ T = TypeVar("T")
 
 def unavailable_on_error(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn Redis connection and server errors into `Unavailable` (UNAVAILABLE to clients; the decision
-    path fails open on it), so nothing above the stores depends on redis-py's exception tree."""
+    path fails open on it), and a full Redis into `ResourceExhausted` (RESOURCE_EXHAUSTED: the write was
+    refused, retry later), so nothing above the stores depends on redis-py's exception tree."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
+        except redis.exceptions.OutOfMemoryError as err:
+            raise ResourceExhausted(
+                "shared state is full: Redis reached maxmemory and refuses writes (maxmemory-policy noeviction); "
+                "nothing of this call was lost by eviction, retry later"
+            ) from err
         except (redis.RedisError, OSError) as err:
             raise Unavailable(f"state store unavailable: {type(err).__name__}") from err
 
