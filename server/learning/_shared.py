@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from policies import VWPolicy
 from server.catalogs import Catalog, CatalogError, load_catalog_dir
-from server.core import LearnConfig, Metrics
+from server.core import LearnConfig, Metrics, RateLimitedLog, Unavailable
 from server.state import redis_settings_problems
 from server.state.decision_log import LearnEntry, RedisDecisionLog
 from server.state.models import LearnedActions, RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
@@ -33,6 +33,7 @@ from ._lease import LeaderLease
 log = logging.getLogger("tailor.learn")
 
 _CLOSE_EVERY_SECONDS = 0.1
+_RETRY_SECONDS = 0.5  # after Redis failed under the learner
 
 
 @dataclass(slots=True)
@@ -50,6 +51,7 @@ class SharedLearner:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self._limited = RateLimitedLog(log, seconds=10.0)
         self.leader = Gauge("tailor_learner_leader", "1 while this learner holds the lease.", registry=self.registry)
         self.catalogs: dict[str, Catalog] = load_catalog_dir(config.catalogs)
         self.client = aioredis.Redis.from_url(config.redis_url)
@@ -78,17 +80,28 @@ class SharedLearner:
             for problem in await redis_settings_problems(self.client):
                 log.warning("%s", problem)
         while not stop.is_set():
-            if await self.lease.acquire():
-                log.info("leading (token %s)", self.lease.token[:8])
-                self.leader.set(1)
-                try:
-                    await self._lead(stop)
-                finally:
-                    self.leader.set(0)
-                    self.models.clear()
-            else:
+            try:
+                await self._term(stop)
+            except (Unavailable, redis.RedisError, OSError) as err:
+                # Redis restarting or unreachable: never a dead learner. What was learned but not published is
+                # dropped with the models and learned again from the published offsets on the next term.
+                self._limited.warning("redis", "Redis unreachable (%s); standing by, retrying", err)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.config.lease_seconds / 3))
+                    await asyncio.wait_for(stop.wait(), timeout=_RETRY_SECONDS)
+
+    async def _term(self, stop: asyncio.Event) -> None:
+        """Try for the lease once; lead until it is lost or `stop` is set."""
+        if await self.lease.acquire():
+            log.info("leading (token %s)", self.lease.token[:8])
+            self.leader.set(1)
+            try:
+                await self._lead(stop)
+            finally:
+                self.leader.set(0)
+                self.models.clear()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.config.lease_seconds / 3))
 
     async def _lead(self, stop: asyncio.Event) -> None:
         await self._load_published()

@@ -71,8 +71,10 @@ class ServeProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Self:
+        """Start (or start again after a stop or kill, on the same ports and data directory)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
+        self.exit_code = None
+        with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
         try:
             return self.wait_serving(timeout)
@@ -195,10 +197,12 @@ class LearnProcess:
 
 
 class RedisProcess:
-    """A private `redis-server` on a free port with no persistence, stopped by pid; restartable on the same
-    port. For `tailor cluster` and tests; never touches a Redis it did not start."""
+    """A private `redis-server` on a free port, stopped by pid; restartable on the same port and directory.
+    No persistence unless `appendonly` (AOF, fsync every second: what Tailor's README asks of a production
+    Redis). For `tailor cluster`, the soak benchmark and tests; never touches a Redis it did not start."""
 
-    def __init__(self) -> None:
+    def __init__(self, appendonly: bool = False) -> None:
+        self.appendonly = appendonly
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server), or pass --redis-url")
@@ -213,7 +217,8 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> Self:
         args = [
-            self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
             "--dir", str(self.dir), "--daemonize", "no", "--protected-mode", "no",
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -227,6 +227,28 @@ def test_replicas_fail_open_while_redis_is_down_and_recover(cluster: Cluster) ->
     assert redis.Redis(port=cluster.redis.port).ping()
 
 
+def test_the_learner_outlives_redis_going_away(cluster: Cluster) -> None:
+    """Found by the soak benchmark: a Redis restart used to end `tailor learn` with a traceback."""
+    a = cluster.replica()
+    learner = cluster.learner()
+    assert eventually(lambda: learner.sample("tailor_learner_leader") == 1)
+    cluster.redis.kill()
+    time.sleep(1.5)  # the learner meets the outage mid-term
+    assert learner.proc is not None and learner.proc.poll() is None
+    cluster.redis.start()  # back, empty (this test server keeps nothing on disk)
+
+    def learned_again() -> bool:
+        try:
+            d = a.client.decide("after", "home_layout")
+            a.client.report_rewards([(d.event_id, 1.0, "r")])
+        except grpc.RpcError:
+            return False
+        return learner.sample("tailor_learned_examples_total") >= 1
+
+    assert eventually(learned_again, timeout=30)
+    assert learner.proc.poll() is None and "Traceback" not in learner.log_path.read_text()
+
+
 def test_a_hung_redis_is_a_deadline_not_a_hang(cluster: Cluster) -> None:
     """Redis stops answering without closing connections (SIGSTOP): each call gives up after the
     configured Redis timeout (0.5 s by default); Decide fails open, writes are UNAVAILABLE, and service
