@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -23,6 +22,7 @@ from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import RunningServer, ServeProcess
+from . import code_of
 
 KEYS = {"storefront": ["decide"], "support": ["session"], "ops": ["admin"], "dash": ["observe"]}
 
@@ -32,15 +32,6 @@ def write_keys(path: Path, keys: dict[str, list[str]], secret: Callable[[str], s
         {"name": n, "sha256": hashlib.sha256(secret(n).encode()).hexdigest(), "roles": r} for n, r in keys.items()
     ]
     path.write_text(yaml.safe_dump({"keys": entries}))
-
-
-def code_of(call: Callable[[], Any]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as err:
-        code: grpc.StatusCode = err.code()
-        return code
-    return grpc.StatusCode.OK
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 from ..conftest import RunningServer
 from ..pki import CA, Issued
+from . import code_of
 
 
 def install(issued: Issued, folder: Path) -> tuple[Path, Path]:
@@ -25,15 +26,6 @@ def install(issued: Issued, folder: Path) -> tuple[Path, Path]:
     shutil.copyfile(issued.cert, cert)
     shutil.copyfile(issued.key, key)
     return cert, key
-
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as err:
-        code: grpc.StatusCode = err.code()
-        return code
-    return grpc.StatusCode.OK
 
 
 @pytest.fixture
