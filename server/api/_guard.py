@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -53,8 +54,9 @@ class _Rejected(Exception):
 
 @functools.lru_cache(maxsize=4096)
 def _peer_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The IP address in a gRPC peer string (`ipv4:1.2.3.4:5`, `ipv6:[::1]:5`); None for unix sockets."""
-    kind, _, rest = peer.partition(":")
+    """The IP address in a gRPC peer string (`ipv4:1.2.3.4:5`, `ipv6:%5B::1%5D:5`: gRPC percent-encodes the
+    brackets of an IPv6 peer)."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
     if kind == "ipv4":
         return ipaddress.IPv4Address(rest.rpartition(":")[0])
     if kind == "ipv6":

@@ -125,11 +125,21 @@ def test_ipv4_mapped_loopback_on_a_dual_stack_socket_is_local(
         assert ipv4.decide("s", "home_layout").action_id
 
 
+def test_ipv6_loopback_is_local(start_server: Callable[..., RunningServer], catalog_dir: Path) -> None:
+    """`localhost` resolves to ::1 first on most machines: the README's first command must serve it."""
+    server = start_server(catalog_dir, host="[::]")
+    with TailorClient(f"[::1]:{server.port}") as ipv6:
+        assert ipv6.decide("s", "home_layout").action_id
+    assert server.metric("tailor_rpcs_rejected_total", {"reason": "not_local"}) == 0
+
+
 @pytest.mark.parametrize(
     ("peer", "address"),
     [
         ("ipv4:127.0.0.1:5000", "127.0.0.1"),
         ("ipv6:[::1]:5000", "::1"),
+        ("ipv6:%5B::1%5D:5000", "::1"),  # as gRPC reports it
+        ("ipv6:%5B::ffff:127.0.0.1%5D:5000", "127.0.0.1"),
         ("ipv6:[::ffff:127.0.0.1]:5000", "127.0.0.1"),
         ("ipv6:[fe80::1%25eth0]:5000", "fe80::1"),
         ("ipv4:10.1.2.3:443", "10.1.2.3"),
