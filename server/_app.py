@@ -165,12 +165,15 @@ class TailorServer:
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
         )
         address = f"{cfg.host}:{cfg.port}"
-        if self.certificates is not None:
-            self.port = server.add_secure_port(address, self.certificates.credentials())
-        else:
-            self.port = server.add_insecure_port(address)
+        try:
+            if self.certificates is not None:
+                self.port = server.add_secure_port(address, self.certificates.credentials())
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError:  # grpc's way of saying the port is taken or not allowed
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {address}")
+            raise OSError(f"cannot bind gRPC port {address}: in use by another process, or not permitted")
         if cfg.metrics_port is not None:  # before serving: a taken metrics port fails the start cleanly
             self._http, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=self.registry)
             self.metrics_port = self._http.server_port

@@ -164,6 +164,7 @@ def test_serve_refuses_bad_startup_input_with_a_clear_message(tmp_path: Path, ca
         (["--catalogs", str(catalog_dir), "--port", "70000"], "port"),
         (["--catalogs", str(catalog_dir), "--redis-url", "http://127.0.0.1:1"], "redis_url"),
         (["--catalogs", str(catalog_dir), "--port", "0", "--metrics-port", str(taken.getsockname()[1])], "in use"),
+        (["--catalogs", str(catalog_dir), "--port", str(taken.getsockname()[1]), "--metrics-port", "0"], "in use"),
     ]
     for args, expected in cases:
         run = subprocess.run(
