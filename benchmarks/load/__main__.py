@@ -41,7 +41,7 @@ from typing import Any
 import grpc
 
 from benchmarks._results import publish
-from server.tools.launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds, free_port
+from server.tools.launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds, free_port, resident_mb
 
 from ._traffic import write_catalog
 
@@ -83,13 +83,6 @@ class Deployment:
 
 def median(results: list[dict[str, float]]) -> dict[str, float]:
     return {m: statistics.median(run[m] for run in results) for m in results[0] if m in METRICS or "cpu" in m}
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def children_cpu() -> float:
@@ -199,7 +192,7 @@ def main() -> int:
         write_catalog(catalogs)
         with transport_floor_and_tailor(catalogs, Path(tmp) / "data") as deployments:
             runs = run_interleaved(deployments, CONFIGS, args.seconds, args.repeats)
-            rss = {name: peak_rss_mb(d.pids[0]) for name, d in deployments.items()}
+            rss = {name: resident_mb(d.pids[0], peak=True) for name, d in deployments.items()}
         process_runs: dict[str, dict[str, list[dict[str, float]]]] = {}
         if not args.no_processes:
             with process_deployments(catalogs, Path(tmp)) as deployments:

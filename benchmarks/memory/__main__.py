@@ -21,19 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._results import publish
-from server.tools.launcher import ServeProcess, metric_sum
+from server.tools.launcher import ServeProcess, metric_sum, resident_mb
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 BATCH = 1000
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def main() -> int:
@@ -50,7 +43,7 @@ def main() -> int:
         server = ServeProcess(catalogs, Path(tmp) / "data").start()
         assert server.proc is not None
         pid = server.proc.pid
-        samples: list[tuple[int, float]] = [(0, rss_mb(pid))]
+        samples: list[tuple[int, float]] = [(0, resident_mb(pid))]
         held_max = 0.0
         started = time.perf_counter()
         try:
@@ -63,11 +56,11 @@ def main() -> int:
                     client.track_events(events)
                     sent = first + len(events)
                     if sent % 50_000 == 0 or sent == args.sessions:
-                        samples.append((sent, rss_mb(pid)))
+                        samples.append((sent, resident_mb(pid)))
                         held_max = max(held_max, metric_sum(server.metrics(), "tailor_sessions"))
                         print(f"{sent:>9} sessions sent: {samples[-1][1]:7.1f} MB resident", flush=True)
             seconds = time.perf_counter() - started
-            peak = rss_mb(pid, "VmHWM")
+            peak = resident_mb(pid, peak=True)
             text = server.metrics()
             held = metric_sum(text, "tailor_sessions")
             evicted = metric_sum(text, "tailor_sessions_evicted_total")

@@ -39,7 +39,7 @@ import yaml
 from benchmarks._results import publish
 from benchmarks.load._traffic import ACTIONS, DECISION_POINT, action_features, decide_request, events
 from server.tools.cluster import _streams
-from server.tools.launcher import LearnProcess, RedisProcess, ServeProcess, metric_sum
+from server.tools.launcher import LearnProcess, RedisProcess, ServeProcess, metric_sum, resident_mb
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
@@ -111,13 +111,6 @@ def write_catalog(folder: Path) -> None:
     (folder / f"{DECISION_POINT}.yaml").write_text(yaml.safe_dump(doc))
 
 
-def peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=3.0)
@@ -160,7 +153,7 @@ def main() -> int:
                 for role, procs in (("serve", replicas), ("learn", learners), ("redis", [redis])):
                     for p in procs:
                         if p.proc is not None and p.proc.poll() is None:
-                            peaks[role] = max(peaks[role], peak_mb(p.proc.pid))
+                            peaks[role] = max(peaks[role], resident_mb(p.proc.pid, peak=True))
 
         def crash_replica(i: int) -> None:
             nonlocal unlearnable_before_kills

@@ -33,6 +33,15 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def resident_mb(pid: int, peak: bool = False) -> float:
+    """A live process's resident memory in MB, now or at its peak (VmRSS / VmHWM of Linux /proc)."""
+    field = "VmHWM:" if peak else "VmRSS:"
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 def metric_sum(text: str, name: str, **labels: str) -> float:
     """The sum of the samples of `name` matching `labels` in Prometheus exposition text (0 when absent)."""
     return sum(
