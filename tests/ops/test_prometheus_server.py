@@ -1,6 +1,9 @@
 """The ops/ material against a REAL Prometheus: Debian's `prometheus` scrapes a live `tailor serve` with the recording
 rules and alerts loaded, while the test drives traffic. Then every recording rule has a series, no rule fails to
-evaluate, and every dashboard panel query returns data (with the dashboard variables substituted as Grafana does)."""
+evaluate, and every dashboard panel query returns data (with the dashboard variables substituted as Grafana does).
+The same holds in Redis mode: two `tailor serve` replicas and the `tailor learn` leader on a private redis-server,
+all three scraped under job "tailor" (ops/README.md only documents scraping `tailor serve`; the rules and alerts
+select job="tailor", so the learner, whose /metrics carries the learning series, joins that job)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import grpc
 import pytest
 import yaml
 
-from server.tools.launcher import ServeProcess, free_port
+from server.tools.launcher import LearnProcess, RedisProcess, ServeProcess, free_port
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 
@@ -41,7 +44,20 @@ DECISION_POINT = "home_layout"
 VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "$decision_point": ".*"}
 # Panel queries that cannot have data in a short test, with the reason. Empty: every panel must show data.
 NO_DATA_EXPECTED: dict[str, str] = {}
+# The same for Redis mode (two replicas and `tailor learn`), keyed by panel query, with the reason.
+_NO_SNAPSHOT_DURATION = (
+    "Redis mode writes no local snapshots: replicas load published models, and `tailor learn` publishes them to "
+    "Redis (counted in tailor_model_snapshots_total) without observing tailor_model_snapshot_duration_seconds"
+)
+_SNAPSHOT_DURATION = (
+    'histogram_quantile({}, sum by (le) (rate(tailor_model_snapshot_duration_seconds_bucket{{instance=~".*"}}[1m])))'
+)
+NO_DATA_EXPECTED_REDIS: dict[str, str] = {
+    _SNAPSHOT_DURATION.format(q): f"panel 'Snapshot duration' ({name}): {_NO_SNAPSHOT_DURATION}"
+    for q, name in (("0.5", "p50"), ("0.99", "p99"))
+}
 TIMEOUT_SECONDS = 60.0
+REDIS_TIMEOUT_SECONDS = 30.0
 
 
 def load_yaml(path: Path) -> Any:
@@ -76,13 +92,14 @@ def panel_queries() -> list[tuple[str, str]]:
 class Prometheus:
     """`prometheus` on a free loopback port with its own storage, terminated by pid."""
 
-    def __init__(self, folder: Path, metrics_port: int) -> None:
+    def __init__(self, folder: Path, metrics_ports: list[int]) -> None:
+        self.targets = [f"127.0.0.1:{port}" for port in metrics_ports]
         self.port = free_port()
         self.log_path = folder / "prometheus.log"
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
             "rule_files": [str(RECORDING_RULES), str(ALERTS)],
-            "scrape_configs": [{"job_name": "tailor", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+            "scrape_configs": [{"job_name": "tailor", "static_configs": [{"targets": self.targets}]}],
         }
         self.config_path = folder / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -140,10 +157,12 @@ def has_data(result: list[dict[str, Any]]) -> bool:
 
 
 class Traffic:
-    """Decisions (served, replayed, deferred, failed), rewards (accepted, duplicate, unknown) and session events."""
+    """Decisions (served, replayed, deferred, failed), rewards (accepted, duplicate, unknown) and session events.
+    Decisions go to `client`; rewards and session events to `rewards_client` (another replica), if given."""
 
-    def __init__(self, client: TailorClient) -> None:
+    def __init__(self, client: TailorClient, rewards_client: TailorClient | None = None) -> None:
         self.client = client
+        self.rewards_client = rewards_client if rewards_client is not None else client
         self.round = 0
 
     def step(self) -> None:
@@ -153,14 +172,14 @@ class Traffic:
             decision = self.client.decide(session, DECISION_POINT, context={"device": "mobile" if i % 2 else "web"})
             if i < 6:
                 reward_id = uuid.uuid4().hex
-                self.client.report_rewards([(decision.event_id, float(i % 3 == 0), reward_id)])
+                self.rewards_client.report_rewards([(decision.event_id, float(i % 3 == 0), reward_id)])
                 if i == 0:  # a retried reward
-                    self.client.report_rewards([(decision.event_id, 1.0, reward_id)])
+                    self.rewards_client.report_rewards([(decision.event_id, 1.0, reward_id)])
         event_id = f"replayed-{self.round}"
         self.client.decide("replay", DECISION_POINT, event_id=event_id)
         self.client.decide("replay", DECISION_POINT, event_id=event_id)  # answered from the decision log
         self.client.decide(f"deferred-{self.round}", DECISION_POINT, defer_activation=True)  # never activated
-        self.client.report_rewards([(uuid.uuid4().hex, 1.0, uuid.uuid4().hex)])  # unknown event
+        self.rewards_client.report_rewards([(uuid.uuid4().hex, 1.0, uuid.uuid4().hex)])  # unknown event
         with pytest.raises(grpc.RpcError) as failed:
             self.client.decide("s", "no_such_decision_point")
         assert failed.value.code() == grpc.StatusCode.NOT_FOUND
@@ -168,14 +187,16 @@ class Traffic:
             pb.SessionEvent(session_id=f"s{self.round}-0", type=pb.EVENT_TYPE_PRODUCT_VIEW, product_id="p1", price=9.5),
             pb.SessionEvent(session_id=f"s{self.round}-0", type=pb.EVENT_TYPE_CLICK, product_id="p1"),
         ]
-        self.client.track_events(events)
+        self.rewards_client.track_events(events)
 
 
-def missing(prometheus: Prometheus) -> list[str]:
-    """What the API does not show yet: recording rules without series, unhealthy rules, panels without data."""
+def missing(prometheus: Prometheus, no_data_expected: dict[str, str]) -> list[str]:
+    """What the API does not show yet: targets down, recording rules without series, unhealthy rules, panels without
+    data (except the queries in `no_data_expected`, which must exist on the dashboard)."""
     problems: list[str] = []
-    if not has_data(prometheus.query('up{job="tailor"} == 1')):
-        problems.append("target job=tailor is not up")
+    up = {sample["metric"]["instance"] for sample in prometheus.query('up{job="tailor"} == 1')}
+    if down := sorted(set(prometheus.targets) - up):
+        problems.append(f"job=tailor targets not up: {down}")
     for name in recorded_names():
         if not prometheus.query(name):
             problems.append(f"recording rule {name}: no series")
@@ -188,24 +209,34 @@ def missing(prometheus: Prometheus) -> list[str]:
     expected = sum(len(group["rules"]) for path in (RECORDING_RULES, ALERTS) for group in load_yaml(path)["groups"])
     if loaded != expected:
         problems.append(f"{loaded} rules loaded, the rule files have {expected}")
-    for title, expr in panel_queries():
-        if expr not in NO_DATA_EXPECTED and not has_data(prometheus.query(expr)):
+    queries = panel_queries()
+    if unknown := sorted(set(no_data_expected) - {expr for _, expr in queries}):
+        problems.append(f"no-data exceptions that are not dashboard queries: {unknown}")
+    for title, expr in queries:
+        if expr not in no_data_expected and not has_data(prometheus.query(expr)):
             problems.append(f"panel {title!r}: no data for {expr}")
     return problems
 
 
-@pytest.fixture
-def tailor_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServeProcess]:
-    catalogs = tmp_path / "catalogs"
-    catalogs.mkdir()
-    write_catalog(catalogs, DECISION_POINT, LAYOUTS, reward_window_seconds=1)
-    monkeypatch.setenv("TAILOR_SNAPSHOT_INTERVAL_SECONDS", "1")  # snapshot panels get samples within the test
-    with ServeProcess(catalogs, tmp_path / "data", ["--host", "127.0.0.1", "--metrics-host", "127.0.0.1"]) as serve:
-        yield serve
+def wait_until_complete(
+    prometheus: Prometheus, step: Callable[[], None], no_data_expected: dict[str, str], timeout: float
+) -> list[str]:
+    """Run `step` (traffic), then ask Prometheus, until nothing is `missing`; what is still missing at `timeout`."""
+    deadline = time.monotonic() + timeout
+    problems = ["not checked yet"]
+    while time.monotonic() < deadline:
+        step()
+        try:
+            problems = missing(prometheus, no_data_expected)
+        except (OSError, urllib.error.URLError) as error:
+            problems = [f"Prometheus API: {error}"]
+        if not problems:
+            break
+        time.sleep(1.0)
+    return problems
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path, tailor_serve: ServeProcess) -> Iterator[Prometheus]:
+def start_prometheus(tmp_path: Path, metrics_ports: list[int]) -> Iterator[Prometheus]:
     if not PROMETHEUS.exists():
         pytest.fail(
             f"{PROMETHEUS} is not installed: this test runs a real Prometheus. Run scripts/test (it installs "
@@ -213,7 +244,7 @@ def prometheus(tmp_path: Path, tailor_serve: ServeProcess) -> Iterator[Prometheu
         )
     folder = tmp_path / "prometheus"
     folder.mkdir()
-    server = Prometheus(folder, tailor_serve.metrics_port)
+    server = Prometheus(folder, metrics_ports)
     try:
         server.start()
         yield server
@@ -221,30 +252,106 @@ def prometheus(tmp_path: Path, tailor_serve: ServeProcess) -> Iterator[Prometheu
         server.stop()
 
 
+def write_catalogs(tmp_path: Path) -> Path:
+    catalogs = tmp_path / "catalogs"
+    catalogs.mkdir()
+    write_catalog(catalogs, DECISION_POINT, LAYOUTS, reward_window_seconds=1)
+    return catalogs
+
+
+@pytest.fixture
+def tailor_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServeProcess]:
+    catalogs = write_catalogs(tmp_path)
+    monkeypatch.setenv("TAILOR_SNAPSHOT_INTERVAL_SECONDS", "1")  # snapshot panels get samples within the test
+    with ServeProcess(catalogs, tmp_path / "data", ["--host", "127.0.0.1", "--metrics-host", "127.0.0.1"]) as serve:
+        yield serve
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, tailor_serve: ServeProcess) -> Iterator[Prometheus]:
+    yield from start_prometheus(tmp_path, [tailor_serve.metrics_port])
+
+
+class RedisCluster:
+    """Redis mode: a private redis-server, two `tailor serve` replicas and the `tailor learn` leader."""
+
+    def __init__(self, redis: RedisProcess, replicas: list[ServeProcess], learner: LearnProcess) -> None:
+        self.redis = redis
+        self.replicas = replicas
+        self.learner = learner
+
+    @property
+    def metrics_ports(self) -> list[int]:
+        return [replica.metrics_port for replica in self.replicas] + [self.learner.metrics_port]
+
+    def log_tails(self) -> str:
+        tails = [f"--- replica {replica.target}:\n{replica.log_tail()}" for replica in self.replicas]
+        learner_log = "\n".join(self.learner.log_path.read_text(errors="replace").splitlines()[-30:])
+        return "\n".join([*tails, f"--- learner:\n{learner_log}"])
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisCluster]:
+    catalogs = write_catalogs(tmp_path)
+    monkeypatch.setenv("TAILOR_SNAPSHOT_INTERVAL_SECONDS", "1")
+    prefix = f"prom{uuid.uuid4().hex[:8]}"
+    redis = RedisProcess()
+    with contextlib.ExitStack() as stop:  # stops everything started, in reverse order, even if one stop fails
+        stop.callback(redis.stop)
+        redis.start()
+        learner = LearnProcess(catalogs, redis.url, prefix, tmp_path / "learn.log")
+        stop.callback(learner.stop)
+        learner.start()
+        replicas: list[ServeProcess] = []
+        for i in range(2):
+            replica = ServeProcess(
+                catalogs, tmp_path / f"data-{i}", ["--redis-url", redis.url, "--redis-prefix", prefix,
+                "--host", "127.0.0.1", "--metrics-host", "127.0.0.1"],
+            )  # fmt: skip
+            stop.callback(replica.stop)
+            replicas.append(replica.start())
+        yield RedisCluster(redis, replicas, learner)
+
+
+@pytest.fixture
+def redis_prometheus(tmp_path: Path, redis_cluster: RedisCluster) -> Iterator[Prometheus]:
+    yield from start_prometheus(tmp_path, redis_cluster.metrics_ports)
+
+
 def test_rules_and_dashboard_queries_have_data_in_a_real_prometheus(
     tailor_serve: ServeProcess, prometheus: Prometheus
 ) -> None:
     with TailorClient(tailor_serve.target) as client:
         traffic = Traffic(client)
-        deadline = time.monotonic() + TIMEOUT_SECONDS
-        reloaded = False
-        problems = ["not checked yet"]
-        while time.monotonic() < deadline:
-            traffic.step()
-            if not reloaded:
-                assert tailor_serve.proc is not None
-                tailor_serve.proc.send_signal(signal.SIGHUP)  # a catalog reload (result="ok")
-                reloaded = True
-            try:
-                problems = missing(prometheus)
-            except (OSError, urllib.error.URLError) as error:
-                problems = [f"Prometheus API: {error}"]
-            if not problems:
-                break
-            time.sleep(1.0)
+        traffic.step()
+        assert tailor_serve.proc is not None
+        tailor_serve.proc.send_signal(signal.SIGHUP)  # a catalog reload (result="ok")
+        problems = wait_until_complete(prometheus, traffic.step, NO_DATA_EXPECTED, TIMEOUT_SECONDS)
     assert not problems, (
         f"after {TIMEOUT_SECONDS:.0f}s of traffic ({traffic.round} rounds):\n"
         + "\n".join(problems)
         + f"\n--- prometheus log:\n{prometheus.log_tail()}\n--- tailor log:\n{tailor_serve.log_tail()}"
     )
     assert tailor_serve.proc is not None and tailor_serve.proc.poll() is None, tailor_serve.log_tail()
+
+
+def test_rules_and_dashboard_queries_have_data_in_redis_mode(
+    redis_cluster: RedisCluster, redis_prometheus: Prometheus
+) -> None:
+    first, second = redis_cluster.replicas
+    with TailorClient(first.target) as decisions, TailorClient(second.target) as rewards:
+        traffic = Traffic(decisions, rewards)  # decided on one replica, rewarded through the other
+        traffic.step()
+        for replica in redis_cluster.replicas:
+            assert replica.proc is not None
+            replica.proc.send_signal(signal.SIGHUP)  # a catalog reload (result="ok")
+        problems = wait_until_complete(redis_prometheus, traffic.step, NO_DATA_EXPECTED_REDIS, REDIS_TIMEOUT_SECONDS)
+    assert not problems, (
+        f"after {REDIS_TIMEOUT_SECONDS:.0f}s of traffic ({traffic.round} rounds):\n"
+        + "\n".join(problems)
+        + f"\n--- prometheus log:\n{redis_prometheus.log_tail()}\n{redis_cluster.log_tails()}"
+    )
+    for replica in redis_cluster.replicas:
+        assert replica.proc is not None and replica.proc.poll() is None, replica.log_tail()
+    learner = redis_cluster.learner
+    assert learner.proc is not None and learner.proc.poll() is None, redis_cluster.log_tails()
