@@ -9,10 +9,11 @@ GIL, so one policy is driven from one thread: the server's event loop both predi
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from math import floor
+from math import floor, isfinite
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from ._cost import COST_BOUNDS_ARGS
 from ._encoding import ACTION_NAMESPACE, CONTEXT_NAMESPACE, SESSION_NAMESPACE
 from ._exploration import Exploration, SquareCB
 
+log = logging.getLogger("tailor.policies")
 _vw = pyvw.pylibvw.vw
 
 NAMESPACES = (CONTEXT_NAMESPACE, SESSION_NAMESPACE, ACTION_NAMESPACE)
@@ -169,6 +171,11 @@ class VWPolicy:
         if len(scores) != len(actions):
             # VW yields one score per action; anything else means a malformed example slipped through.
             raise RuntimeError(f"VW returned {len(scores)} scores for {len(actions)} actions")
+        if not all(isfinite(s) for s in scores):
+            # Overflowed arithmetic (features far too large reached VW): never an error for the shopper, who
+            # gets a uniform draw; the server's validation bounds feature values so that this stays a fuse.
+            log.error("VW returned non-finite probabilities %s; deciding uniformly", scores)
+            return [1 / len(actions)] * len(actions)
         # VW's float32 arithmetic leaves ~1e-7 noise (a uniform PMF comes back as 0.3333332, 0.33333334, ...).
         # Rounding to whole millionths before normalising makes equal probabilities exactly equal, so
         # rankings and ties are stable, while the PMF still sums to 1 (integers: exact, and ~4x cheaper

@@ -38,7 +38,7 @@ def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], 
         v.add(field, f"{len(values)} features; at most {limit} allowed")
         return []
     out: Features = []
-    max_key, max_text = limits.max_id_bytes, limits.max_text_bytes
+    max_key, max_text, max_number = limits.max_id_bytes, limits.max_text_bytes, limits.max_feature_magnitude
     for key in values:  # a protobuf map's items() iterates in Python (collections.abc); indexing stays in C
         fv = values[key]
         kind = fv.WhichOneof("value")
@@ -46,6 +46,12 @@ def features(v: _Violations, field: str, values: Mapping[str, pb.FeatureValue], 
             number = fv.number
             if not math.isfinite(number):
                 v.add(f"{field}[{key}]", f"not a finite number ({number})")
+            elif abs(number) > max_number:
+                v.add(
+                    f"{field}[{key}]",
+                    f"{number:g} is outside ±{max_number:g}: VW learns in float32 and crosses features, so larger "
+                    "numbers overflow; scale them (a log, or a difference instead of a timestamp)",
+                )
             out.append((key, number))
         elif kind == "text":
             text = fv.text
@@ -149,7 +155,10 @@ def tracked_events(
             len(s.encode()) > max_id for s in (session_id, product_id, category, event_id)
         ):
             reason = "oversized_field"
-        elif e.attributes and (len(e.attributes) > limits.max_context_features or not _finite_features(e.attributes)):
+        elif e.attributes and (
+            len(e.attributes) > limits.max_context_features
+            or not _finite_features(e.attributes, limits.max_feature_magnitude)
+        ):
             reason = "bad_attributes"
         else:
             timestamp = e.timestamp.seconds + e.timestamp.nanos / 1e9 if e.HasField("timestamp") else now
@@ -164,8 +173,8 @@ def tracked_events(
     return valid, rejected
 
 
-def _finite_features(values: Mapping[str, pb.FeatureValue]) -> bool:
-    return all(fv.WhichOneof("value") == "text" or math.isfinite(fv.number) for fv in values.values())
+def _finite_features(values: Mapping[str, pb.FeatureValue], max_number: float) -> bool:
+    return all(fv.WhichOneof("value") == "text" or abs(fv.number) <= max_number for fv in values.values())
 
 
 def session_id(value: str, limits: Limits) -> str:

@@ -19,6 +19,9 @@ class Limits(BaseSettings):
     max_actions: int = Field(256, ge=1, description="candidates in one decision")
     max_action_features: int = Field(64, ge=1, description="features of one request-supplied action")
     max_context_features: int = Field(256, ge=1, description="context features in one Decide")
+    max_feature_magnitude: float = Field(
+        1e6, gt=0, description="largest |number| of a feature: VW learns in float32, and products of features overflow"
+    )
     max_batch: int = Field(1000, ge=1, description="events or rewards in one stream message")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="one gRPC message")
 
