@@ -42,6 +42,20 @@ PENDING_FILE = "pending-decisions.jsonl"
 _SWEEP_SECONDS = 0.05
 
 
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None, what: str) -> int:
+    """Bind a port; a taken or forbidden one is an OSError naming it (grpc says RuntimeError or port 0)."""
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot bind {what} port {address}: in use by another process, or not permitted")
+    return port
+
+
 class TailorServer:
     """One Tailor serving process: embedded (in-memory state, snapshots in the data directory, learning in
     process) by default, or a Redis-mode replica (state in Redis, models from `tailor learn`)."""
@@ -120,7 +134,9 @@ class TailorServer:
         self.guard = CallGuard(self.metrics, self.keys, config.max_in_flight, config.insecure, config.local_networks)
         self.port = 0
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._http: Any = None
         self._stopped = asyncio.Event()
@@ -164,21 +180,22 @@ class TailorServer:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
         )
-        address = f"{cfg.host}:{cfg.port}"
-        try:
-            if self.certificates is not None:
-                self.port = server.add_secure_port(address, self.certificates.credentials())
-            else:
-                self.port = server.add_insecure_port(address)
-        except RuntimeError:  # grpc's way of saying the port is taken or not allowed
-            self.port = 0
-        if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {address}: in use by another process, or not permitted")
+        credentials = self.certificates.credentials() if self.certificates is not None else None
+        self.port = _bind(server, f"{cfg.host}:{cfg.port}", credentials, "gRPC")
+        health_server = None
+        if cfg.health_port is not None:
+            # Kubelet's gRPC probes cannot speak TLS: this plaintext port serves the health service only.
+            health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+            self.health_port = _bind(health_server, f"{cfg.host}:{cfg.health_port}", None, "health")
         if cfg.metrics_port is not None:  # before serving: a taken metrics port fails the start cleanly
             self._http, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=self.registry)
             self.metrics_port = self._http.server_port
         await server.start()
         self._server = server
+        if health_server is not None:
+            await health_server.start()
+            self._health_server = health_server
         if self.learner is not None:
             self._tasks = [
                 asyncio.create_task(self.learner.run(), name="learner"),
@@ -192,12 +209,13 @@ class TailorServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d (%s, %s; metrics on %s), decision points: %s",
+            "serving %s on port %d (%s, %s; metrics on %s, health-only on %s), decision points: %s",
             SERVICE_NAME,
             self.port,
             "TLS" + (" with client certificates" if cfg.tls_client_ca else "") if self.certificates else "plaintext",
             f"{len(self.keys)} API keys" if self.keys is not None else "no keys: " + self._unkeyed_mode(),
             self.metrics_port,
+            self.health_port,
             ", ".join(sorted(self.service.catalogs)),
         )
         return self.port
@@ -342,6 +360,8 @@ class TailorServer:
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+        if self._health_server is not None:  # probes saw NOT_SERVING while the calls drained
+            await self._health_server.stop(0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

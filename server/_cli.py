@@ -53,6 +53,11 @@ def _serve_flags(p: argparse.ArgumentParser, learner: bool = False) -> None:
             "--max-in-flight", type=int, help="calls at once before RESOURCE_EXHAUSTED (TAILOR_MAX_IN_FLIGHT; 1000)"
         )
         p.add_argument("--metrics-host", help="address /metrics binds (TAILOR_METRICS_HOST; default 0.0.0.0)")
+        p.add_argument(
+            "--health-port",
+            type=int,
+            help="plaintext port with only gRPC health, for probes when TLS is on (TAILOR_HEALTH_PORT; unset: off)",
+        )
     p.add_argument("--metrics-port", type=int, help="Prometheus port (TAILOR_METRICS_PORT; default 9464)")
     p.add_argument("--redis-url", help="Redis URL for shared state (TAILOR_REDIS_URL)")
     p.add_argument("--redis-prefix", help="Redis key prefix (TAILOR_REDIS_PREFIX; default tailor)")
@@ -85,6 +90,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         "port",
         "metrics_port",
         "metrics_host",
+        "health_port",
         "data_dir",
         "redis_url",
         "redis_prefix",

@@ -42,6 +42,9 @@ class ServeConfig(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="Prometheus /metrics port; unset disables")
     metrics_host: str = Field("0.0.0.0", description="address /metrics binds (plain HTTP, no auth, by design)")
+    health_port: int | None = Field(
+        None, ge=0, le=65535, description="plaintext port serving only gRPC health (probes when TLS is on); unset = off"
+    )
     api_keys: Path | None = Field(None, description="API key file (digests and roles); unset = protected mode")
     insecure: bool = Field(False, description="without api_keys, serve every caller, not only local ones")
     local_networks: tuple[str, ...] = Field(

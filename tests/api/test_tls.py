@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
@@ -139,3 +140,22 @@ def test_serve_refuses_a_certificate_without_its_key(tmp_path: Path, catalog_dir
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert only_cert.returncode == 2 and "tls_key" in only_cert.stderr
+
+
+def test_with_tls_on_the_health_port_answers_plaintext_probes_and_nothing_else(
+    start_server: Callable[..., RunningServer], catalog_dir: Path, ca: CA, tmp_path: Path
+) -> None:
+    cert, key = install(ca.issue("server"), tmp_path / "tls")
+    server = start_server(catalog_dir, tls_cert=cert, tls_key=key, health_port=0)
+    assert server.app.health_port
+    with grpc.insecure_channel(f"127.0.0.1:{server.app.health_port}") as probe:
+        health = health_pb2_grpc.HealthStub(probe)
+        for service in ("", "tailor.v1.DecisionService"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        decide = pb_grpc.DecisionServiceStub(probe).Decide
+        request = pb.DecideRequest(session_id="s", decision_point="home_layout")
+        assert code_of(lambda: decide(request, timeout=5)) == grpc.StatusCode.UNIMPLEMENTED
+        server.run(server.app.health.enter_graceful_shutdown())  # what stop() does first
+        reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
