@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from server.api import CallGuard, DecisionServicer, KeyFileError, KeyRing, ServerCertificates
 from server.catalogs import CatalogError, load_catalog_dir
-from server.core import Metrics, ServeConfig
+from server.core import Metrics, RateLimitedLog, ServeConfig
 from server.decisions import DecisionService
 from server.learning import Learner, RewardJoiner
 from server.sessions import SessionContext
@@ -36,6 +36,7 @@ from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("tailor.server")
+_follow_log = RateLimitedLog(log, seconds=10.0)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 PENDING_FILE = "pending-decisions.jsonl"
@@ -104,6 +105,7 @@ class TailorServer:
             self.metrics.decision_log_size.set_function(lambda: len(memory_log))
             self.metrics.join_backlog.set_function(memory_log.pending)
             self.metrics.learn_queue.set_function(lambda: len(learner))
+            self.metrics.add_learner_lag_collector(learner.lag)
             self.metrics.add_session_collector(
                 lambda: (len(memory_sessions), memory_sessions.evicted, memory_sessions.expired)
             )
@@ -165,9 +167,13 @@ class TailorServer:
                 await self._follow_once()  # serve the latest published models from the first decision on
                 assert self.redis is not None
                 for problem in await redis_settings_problems(self.redis):
-                    log.warning("%s", problem)
+                    log.warning("%s", problem, extra={"event": "redis_settings_warning"})
             except Exception:
-                log.warning("Redis unreachable at start-up: serving fresh models until it answers", exc_info=True)
+                log.warning(
+                    "Redis unreachable at start-up: serving fresh models until it answers",
+                    exc_info=True,
+                    extra={"event": "redis_unavailable"},
+                )
         limits = cfg.limits
         options = [
             ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -217,12 +223,23 @@ class TailorServer:
             self.metrics_port,
             self.health_port,
             ", ".join(sorted(self.service.catalogs)),
+            extra={
+                "event": "server_started",
+                "port": self.port,
+                "metrics_port": self.metrics_port,
+                "tls": self.certificates is not None,
+                "api_keys": len(self.keys) if self.keys is not None else None,
+                "decision_points": sorted(self.service.catalogs),
+            },
         )
         return self.port
 
     def _unkeyed_mode(self) -> str:
         if self.config.insecure:
-            log.warning("--insecure: every caller that reaches this port may decide, report rewards and read sessions")
+            log.warning(
+                "--insecure: every caller that reaches this port may decide, report rewards and read sessions",
+                extra={"event": "insecure_mode"},
+            )
             return "every caller served (--insecure)"
         return f"protected mode, only callers from {', '.join(self.config.local_networks)}"
 
@@ -241,11 +258,21 @@ class TailorServer:
             count = self.keys.reload()
         except KeyFileError as err:
             self.metrics.credential_reloads.labels("keys", "error").inc()
-            log.error("API key file reload failed; keeping the %d keys loaded:\n%s", len(self.keys), err)
+            log.error(
+                "API key file reload failed; keeping the %d keys loaded:\n%s",
+                len(self.keys),
+                err,
+                extra={"event": "credentials_reload_failed", "what": "keys"},
+            )
             return False
         self.metrics.credential_reloads.labels("keys", "ok").inc()
         self.metrics.api_keys.set(count)
-        log.info("API keys reloaded from %s: %d keys", self.keys.path, count)
+        log.info(
+            "API keys reloaded from %s: %d keys",
+            self.keys.path,
+            count,
+            extra={"event": "credentials_reloaded", "what": "keys", "keys": count},
+        )
         return True
 
     async def _watch_keys(self) -> None:
@@ -264,10 +291,20 @@ class TailorServer:
         # Once loaded, the file must not be replayed again after a later crash (it would double-learn).
         path.unlink()
         self.metrics.pending_restored.inc(restored)
-        log.info("restored %d retained decisions from %s", restored, path)
+        log.info(
+            "restored %d retained decisions from %s",
+            restored,
+            path,
+            extra={"event": "decisions_restored", "count": restored},
+        )
         if corrupt:
             self.metrics.corrupt_state.labels("pending_decision").inc(corrupt)
-            log.error("%s: skipped %d torn or corrupt lines (their decisions are lost)", path, corrupt)
+            log.error(
+                "%s: skipped %d torn or corrupt lines (their decisions are lost)",
+                path,
+                corrupt,
+                extra={"event": "corrupt_state", "what": "pending_decision", "count": corrupt},
+            )
 
     async def _sweep(self) -> None:
         """Close reward windows as they come due; drop idle sessions about once a second."""
@@ -286,8 +323,14 @@ class TailorServer:
             await asyncio.sleep(self.config.model_poll_seconds)
             try:
                 await self._follow_once()
-            except Exception:  # Redis away: keep serving the models already loaded
-                log.warning("cannot read published models; serving the loaded ones", exc_info=True)
+            except Exception:  # Redis away: keep serving the models already loaded (a line per 10 s at most)
+                _follow_log.log(
+                    logging.WARNING,
+                    "follow",
+                    "cannot read published models; serving the loaded ones",
+                    exc_info=True,
+                    extra={"event": "redis_unavailable"},
+                )
 
     async def _follow_once(self) -> None:
         assert self.model_store is not None
@@ -315,7 +358,12 @@ class TailorServer:
             # loop keeps serving meanwhile; only the swap happens on it.
             policy = await asyncio.to_thread(policy_from_bytes, spec, blob)
             if self.models.install(model.decision_point, policy, found.seq, found.saved_at, found.actions):
-                log.info("serving published model %s for %s", found.version, model.decision_point)
+                log.info(
+                    "serving published model %s for %s",
+                    found.version,
+                    model.decision_point,
+                    extra={"event": "model_followed", "decision_point": model.decision_point, "version": found.version},
+                )
 
     async def _snapshots(self) -> None:
         while True:
@@ -332,9 +380,26 @@ class TailorServer:
             try:
                 self.models.snapshot(model)
             except OSError:
-                log.exception("snapshot of %s failed; will retry", model.decision_point)
+                log.exception(
+                    "snapshot of %s failed; will retry",
+                    model.decision_point,
+                    extra={"event": "snapshot_failed", "decision_point": model.decision_point},
+                )
                 continue
-            self.metrics.snapshot_duration.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            log.info(
+                "snapshot %s of %s written",
+                model.version,
+                model.decision_point,
+                extra={
+                    "event": "snapshot_written",
+                    "decision_point": model.decision_point,
+                    "version": model.version,
+                    "seq": model.seq,
+                    "seconds": round(seconds, 4),
+                },
+            )
+            self.metrics.snapshot_duration.observe(seconds)
             self.metrics.snapshots.labels(model.decision_point).inc()
             written += 1
         return written
@@ -345,11 +410,19 @@ class TailorServer:
             catalogs = load_catalog_dir(self.config.catalogs)
         except CatalogError as err:
             self.metrics.catalog_reloads.labels("error").inc()
-            log.error("catalog reload failed; keeping the current catalogs:\n%s", err)
+            log.error(
+                "catalog reload failed; keeping the current catalogs:\n%s",
+                err,
+                extra={"event": "catalog_reload_failed", "problems": err.problems},
+            )
             return False
         self.service.use_catalogs(catalogs)
         self.metrics.catalog_reloads.labels("ok").inc()
-        log.info("catalogs reloaded: %s", ", ".join(sorted(catalogs)))
+        log.info(
+            "catalogs reloaded: %s",
+            ", ".join(sorted(catalogs)),
+            extra={"event": "catalogs_reloaded", "decision_points": sorted(catalogs)},
+        )
         return True
 
     async def stop(self, grace: float | None = None) -> None:
@@ -380,7 +453,13 @@ class TailorServer:
             self._http.server_close()
         for model in self.models:
             model.policy.close()
-        log.info("stopped: learned %d queued examples, wrote %d snapshots, kept %d decisions", learned, written, saved)
+        log.info(
+            "stopped: learned %d queued examples, wrote %d snapshots, kept %d decisions",
+            learned,
+            written,
+            saved,
+            extra={"event": "stopped", "learned": learned, "snapshots": written, "decisions_kept": saved},
+        )
 
     async def wait_closed(self) -> None:
         await self._stopped.wait()

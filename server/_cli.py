@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from server.api import ROLES, KeyFileError, Role, TLSError, key_entry_yaml, new_key
 from server.catalogs import CatalogError, load_catalog_dir
-from server.core import LearnConfig, ServeConfig
+from server.core import LOG_FORMATS, LearnConfig, ServeConfig, configure_logging
 
 log = logging.getLogger("tailor")
 
@@ -58,14 +58,35 @@ def _serve_flags(p: argparse.ArgumentParser, learner: bool = False) -> None:
             type=int,
             help="plaintext port with only gRPC health, for probes when TLS is on (TAILOR_HEALTH_PORT; unset: off)",
         )
-    p.add_argument("--metrics-port", type=int, help="Prometheus port (TAILOR_METRICS_PORT; default 9464)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"Prometheus port (TAILOR_METRICS_PORT; default {9465 if learner else 9464})",
+    )
     p.add_argument("--redis-url", help="Redis URL for shared state (TAILOR_REDIS_URL)")
     p.add_argument("--redis-prefix", help="Redis key prefix (TAILOR_REDIS_PREFIX; default tailor)")
+    _log_flags(p)
+
+
+def _log_flags(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """On `tailor` itself, and again on serve and learn: `tailor serve --log-format json` reads as it should."""
+    env = os.environ.get
+    p.add_argument(
+        "--log-level",
+        default=env("TAILOR_LOG_LEVEL", "INFO") if top else argparse.SUPPRESS,
+        help="DEBUG, INFO, WARNING, ERROR (TAILOR_LOG_LEVEL; default INFO)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=env("TAILOR_LOG_FORMAT", "text") if top else argparse.SUPPRESS,
+        help="json: one JSON object per line, for log pipelines (TAILOR_LOG_FORMAT; default text)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailor", description="Real-time personalization decisions over gRPC.")
-    parser.add_argument("--log-level", default=os.environ.get("TAILOR_LOG_LEVEL", "INFO"), help="TAILOR_LOG_LEVEL")
+    _log_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_flags(sub.add_parser("serve", help="run the decision service"))
     _serve_flags(sub.add_parser("learn", help="run the shared learner (Redis mode)"), learner=True)
@@ -124,11 +145,17 @@ async def _learn(config: LearnConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, learner.request_reload)
-    log.info("tailor learn: waiting for the lease on %s (metrics on %s)", config.redis_prefix, learner.metrics_port)
+    log.info(
+        "tailor learn: waiting for the lease on %s (metrics on %s)",
+        config.redis_prefix,
+        learner.metrics_port,
+        extra={"event": "learner_started", "redis_prefix": config.redis_prefix, "metrics_port": learner.metrics_port},
+    )
     try:
         await learner.run(stop)
     finally:
         await learner.close()
+    log.info("tailor learn stopped", extra={"event": "stopped"})
     return 0
 
 
@@ -161,7 +188,7 @@ async def _serve(config: ServeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down", extra={"event": "shutdown"})
     await server.stop()
     return 0
 
@@ -188,10 +215,12 @@ def _new_key(name: str, roles: list[Role]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        configure_logging(args.log_level, args.log_format)
+    except ValueError as err:  # TAILOR_LOG_LEVEL or TAILOR_LOG_FORMAT holds an unknown name
+        parser.error(str(err))
     if args.command == "catalog":
         return _validate(args.directory)
     if args.command == "keys":
@@ -213,19 +242,23 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_learn(_learn_config(args)))
         return asyncio.run(_serve(_config(args)))
     except ValidationError as err:
-        for e in err.errors():
-            print(f"configuration: {'.'.join(map(str, e['loc']))}: {e['msg']}", file=sys.stderr)
-        return 2
+        return _start_failed(
+            [f"configuration: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()], args.log_format
+        )
     except CatalogError as err:
-        for problem in err.problems:
+        return _start_failed(err.problems, args.log_format)
+    except (KeyFileError, TLSError, OSError) as err:
+        return _start_failed([f"tailor: {err}"], args.log_format)
+
+
+def _start_failed(problems: list[str], log_format: str) -> int:
+    """Why serve or learn did not start: plain lines on stderr, or one JSON log line in JSON mode; exit 2."""
+    if log_format == "json":
+        log.error("%s", "\n".join(problems), extra={"event": "start_failed", "problems": problems})
+    else:
+        for problem in problems:
             print(problem, file=sys.stderr)
-        return 2
-    except (KeyFileError, TLSError) as err:
-        print(f"tailor: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"tailor: {err}", file=sys.stderr)
-        return 2
+    return 2
 
 
 if __name__ == "__main__":

@@ -159,7 +159,19 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def _reject(self, method: str, context: Ctx, rejected: _Rejected) -> None:
         self.metrics.rpcs_rejected.labels(rejected.reason).inc()
-        self._log.warning(rejected.reason, "rejected %s: %s (peer %s)", method, rejected.reason, context.peer())
+        self._log.warning(
+            rejected.reason,
+            "rejected %s: %s (peer %s)",
+            method,
+            rejected.reason,
+            context.peer(),
+            extra={
+                "event": "overloaded" if rejected.reason == "overload" else "call_rejected",
+                "method": method,
+                "reason": rejected.reason,
+                "peer": context.peer(),
+            },
+        )
         await context.abort(rejected.code, rejected.message)
 
     # -- wrapping every kind of handler ----------------------------------------------------------------

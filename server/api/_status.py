@@ -62,7 +62,13 @@ async def abort_for(servicer: Any, context: Ctx, method: str, err: Exception) ->
     if record is not None:
         record(method, grpc.StatusCode.INTERNAL)
     error_id = uuid.uuid4().hex[:12]
-    log.error("internal error %s in %s", error_id, method, exc_info=err)
+    log.error(
+        "internal error %s in %s",
+        error_id,
+        method,
+        exc_info=err,
+        extra={"event": "internal_error", "error_id": error_id, "method": method},
+    )
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the server log")
 
 

@@ -68,11 +68,15 @@ class ServerCertificates:
             config = self._load()
         except TLSError as err:
             self.metrics.credential_reloads.labels("tls", "error").inc()
-            log.error("TLS certificate reload failed; keeping the current certificate: %s", err)
+            log.error(
+                "TLS certificate reload failed; keeping the current certificate: %s",
+                err,
+                extra={"event": "credentials_reload_failed", "what": "tls"},
+            )
             return None
         self._config = config
         self.metrics.credential_reloads.labels("tls", "ok").inc()
-        log.info("TLS certificate reloaded from %s", self.cert)
+        log.info("TLS certificate reloaded from %s", self.cert, extra={"event": "credentials_reloaded", "what": "tls"})
         return config
 
     def _load(self) -> grpc.ServerCertificateConfiguration:

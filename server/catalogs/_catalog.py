@@ -118,6 +118,12 @@ class PolicyConfig(BaseModel):
     reward_rules: list[RewardRule] = Field(default_factory=list, description="rewards derived from later events")
     learning: LearningParams = Field(default_factory=LearningParams)
     new_action_floor: NewActionFloor = Field(default_factory=NewActionFloor)
+    baseline_action: str | None = Field(
+        None,
+        min_length=1,
+        description="what the site showed before Tailor: the learning-health metrics estimate its value (IPS) "
+        "beside the live policy's; unset = the catalog's first action",
+    )
 
     @model_validator(mode="after")
     def _check_rewards(self) -> PolicyConfig:
@@ -220,6 +226,13 @@ class CatalogSpec(BaseModel):
             seen.add(a.id)
         return actions
 
+    @model_validator(mode="after")
+    def _baseline_in_catalog(self) -> CatalogSpec:
+        baseline = self.policy.baseline_action
+        if baseline is not None and self.actions and baseline not in {a.id for a in self.actions}:
+            raise ValueError(f"policy.baseline_action {baseline!r} is not an action of this catalog")
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
@@ -240,6 +253,13 @@ class Catalog:
     @property
     def policy(self) -> PolicyConfig:
         return self.spec.policy
+
+    @property
+    def baseline_action(self) -> str | None:
+        """The action whose value the learning-health metrics estimate beside the live policy's."""
+        if self.spec.policy.baseline_action is not None:
+            return self.spec.policy.baseline_action
+        return self.action_ids[0] if self.action_ids else None
 
     @classmethod
     def compile(cls, spec: CatalogSpec, source: Path) -> Catalog:

@@ -6,6 +6,7 @@
 - `Metrics`: every Prometheus metric, built on an injected registry.
 - `EventKind`, `TrackedEvent`: what a validated behaviour event is.
 - `RateLimitedLog`: log lines for events that can repeat thousands of times a second.
+- `configure_logging`: text or JSON lines (`--log-format`); what a log line may and may not carry.
 
 Imports: nothing else of Tailor's (`policies` and `tailor` included).
 """
@@ -22,18 +23,22 @@ from ._errors import (
     invalid,
 )
 from ._events import EVENT_KINDS, EventKind, TrackedEvent
+from ._logging import LOG_FORMATS, JsonLogFormatter, LogFormat, configure_logging
 from ._metrics import DecideStats, Metrics
 from ._ratelimit import RateLimitedLog
 
 __all__ = [
     "EVENT_KINDS",
+    "LOG_FORMATS",
     "DecideStats",
     "EventKind",
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
+    "JsonLogFormatter",
     "LearnConfig",
     "Limits",
+    "LogFormat",
     "Metrics",
     "NotFound",
     "RateLimitedLog",
@@ -42,5 +47,6 @@ __all__ = [
     "TailorError",
     "TrackedEvent",
     "Unavailable",
+    "configure_logging",
     "invalid",
 ]

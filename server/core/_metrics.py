@@ -111,7 +111,7 @@ class Metrics:
         )
         self.snapshot_duration = Histogram(
             "tailor_model_snapshot_duration_seconds",
-            "Time to write one model snapshot.",
+            "Time to write one model snapshot (Redis mode: to serialize and publish one, in tailor learn).",
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
             registry=registry,
         )
@@ -166,6 +166,29 @@ class Metrics:
         self.learn_queue = Gauge(
             "tailor_learn_queue_examples", "Joined examples waiting to be learned.", registry=registry
         )
+        # Learning health: per learned decision, an IPS term of each policy's value (reward scaled to [0, 1]),
+        # with squares and counts, so PromQL derives means and confidence intervals summed over instances.
+        value_labels = ["decision_point", "policy"]
+        self.value_terms = Counter(
+            "tailor_value_estimate_terms",
+            "Learned decisions in each policy's value estimate (policy: live, uniform, baseline).",
+            value_labels,
+            registry=registry,
+        )
+        self.value_sum = Counter(
+            "tailor_value_estimate",
+            "Sum of IPS terms of each policy's value: live = the scaled reward; uniform = reward / (K p); "
+            "baseline = reward / p when the baseline action was chosen, else 0.",
+            value_labels,
+            registry=registry,
+        )
+        self.value_squares = Counter(
+            "tailor_value_estimate_squares",
+            "Sum of squared IPS terms (for the variance and the interval of each estimate).",
+            value_labels,
+            registry=registry,
+        )
+        self._value_estimates: dict[str, ValueEstimates] = {}
 
         for what in ("snapshot", "pending_decision"):
             self.corrupt_state.labels(what)
@@ -197,6 +220,17 @@ class Metrics:
             )
         return found
 
+    def value_estimates(self, decision_point: str) -> ValueEstimates:
+        """The learning-health counters of a decision point, looked up once."""
+        found = self._value_estimates.get(decision_point)
+        if found is None:
+            found = self._value_estimates[decision_point] = ValueEstimates(self, decision_point)
+        return found
+
+    def add_learner_lag_collector(self, read: Callable[[], tuple[int, float]]) -> None:
+        """Export the learner's backlog, read at scrape time as (decisions waiting, age of the oldest in s)."""
+        self.registry.register(_LearnerLagCollector(read))
+
     def decide_stats(self, decision_point: str) -> DecideStats:
         """The served-decisions counter and latency histogram of a decision point (created at zero)."""
         stats = self._decide_stats.get(decision_point)
@@ -220,6 +254,7 @@ class Metrics:
             counter.labels(name)
         for source in ("reward", "default"):
             self.learned.labels(name, source)
+        self.value_estimates(name)
 
     def touch_methods(self, methods: Iterable[str]) -> None:
         """Create the INTERNAL error series of each RPC at zero (the one an alert watches for)."""
@@ -234,6 +269,58 @@ class Metrics:
         """Export model version and age, read at scrape time from (decision_point, seq, snapshot_time, learned,
         catalog actions under the new-action floor)."""
         self.registry.register(_ModelCollector(read))
+
+
+class ValueEstimates:
+    """Progressive IPS estimates of three policies' value from one decision point's learned decisions: the live
+    policy (on-policy: the reward itself), the uniform-random policy, and always showing the baseline action."""
+
+    __slots__ = ("_baseline", "_live", "_uniform")
+
+    def __init__(self, metrics: Metrics, decision_point: str) -> None:
+        def series(policy: str) -> tuple[Counter, Counter, Counter]:
+            return (
+                metrics.value_terms.labels(decision_point, policy),
+                metrics.value_sum.labels(decision_point, policy),
+                metrics.value_squares.labels(decision_point, policy),
+            )
+
+        self._live, self._uniform, self._baseline = series("live"), series("uniform"), series("baseline")
+
+    @staticmethod
+    def _add(series: tuple[Counter, Counter, Counter], term: float) -> None:
+        terms, total, squares = series
+        terms.inc()
+        total.inc(term)
+        squares.inc(term * term)
+
+    def add(self, reward: float, probability: float, candidates: int, baseline_chosen: bool | None) -> None:
+        """One learned decision: `reward` scaled to [0, 1], the logged probability of the chosen action, the
+        number of candidates, and whether the baseline action was chosen (None: it was not a candidate, so the
+        baseline policy had no action here and the decision does not count towards its estimate)."""
+        self._add(self._live, reward)
+        if probability > 0 and candidates > 0:
+            self._add(self._uniform, reward / (candidates * probability))
+            if baseline_chosen is not None:
+                self._add(self._baseline, reward / probability if baseline_chosen else 0.0)
+
+
+class _LearnerLagCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[int, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        waiting, oldest = self._read()
+        yield GaugeMetricFamily(
+            "tailor_learner_waiting_decisions",
+            "Decisions whose reward window has closed (or is past due) and that are not learned yet.",
+            value=waiting,
+        )
+        yield GaugeMetricFamily(
+            "tailor_learner_oldest_waiting_seconds",
+            "How long the oldest of those decisions has waited to be learned (0 when none waits).",
+            value=oldest,
+        )
 
 
 class _ModelCollector(Collector):

@@ -107,7 +107,12 @@ class DecisionService:
             known, session = await self.state.read(q.session_id, q.event_id, now)
         except _FAIL_OPEN as err:  # Decide never fails for shared state: it answers without it, and counts
             self.metrics.fail_open.labels("read").inc()
-            self._log.warning("read", "Decide answered without the session (shared state read failed: %s)", err)
+            self._log.warning(
+                "read",
+                "Decide answered without the session (shared state read failed: %s)",
+                err,
+                extra={"event": "fail_open", "step": "read", "decision_point": q.decision_point},
+            )
             known, session = None, None
         if known is not None:
             return self._replay(known, q)
@@ -152,7 +157,12 @@ class DecisionService:
             logged = await self.state.write(record, action_id)
         except _FAIL_OPEN as err:
             self.metrics.fail_open.labels("write").inc()
-            self._log.warning("write", "a decision was served but not logged, so never learned: %s", err)
+            self._log.warning(
+                "write",
+                "a decision was served but not logged, so never learned: %s",
+                err,
+                extra={"event": "fail_open", "step": "write", "decision_point": q.decision_point},
+            )
             logged = False
         if not logged:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()

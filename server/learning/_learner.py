@@ -28,6 +28,7 @@ class LearnItem:
     record: DecisionRecord
     reward: float
     source: Source
+    queued_at: float  # epoch seconds: when its window closed or its reward joined
 
 
 class Learner:
@@ -41,8 +42,16 @@ class Learner:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def lag(self) -> tuple[int, float]:
+        """(examples waiting, seconds the oldest has waited), for the learner-lag metrics."""
+        queue = self._queue  # read from the scrape thread while the loop pops: an empty queue is an IndexError
+        try:
+            return len(queue), max(0.0, time.time() - queue[0].queued_at)
+        except IndexError:
+            return 0, 0.0
+
     def submit(self, record: DecisionRecord, reward: float, source: Source) -> None:
-        self._queue.append(LearnItem(record, reward, source))
+        self._queue.append(LearnItem(record, reward, source, time.time()))
         self._wake.set()
 
     async def run(self) -> None:
@@ -77,7 +86,8 @@ class Learner:
     def _learn(self, item: LearnItem) -> None:
         model = self.models.get(item.record.decision_point)
         record = item.record
-        if learn_example(model.policy if model else None, record, item.reward, item.source, self.metrics):
+        policy, baseline = (model.policy, model.baseline) if model is not None else (None, None)
+        if learn_example(policy, record, item.reward, item.source, self.metrics, baseline):
             assert model is not None
             model.learned_since_snapshot += 1
             model.actions.learned(record.decision.action_id)
@@ -86,9 +96,15 @@ class Learner:
 
 
 def learn_example(
-    policy: VWPolicy | None, record: DecisionRecord, reward: float, source: Source, metrics: Metrics
+    policy: VWPolicy | None,
+    record: DecisionRecord,
+    reward: float,
+    source: Source,
+    metrics: Metrics,
+    baseline: str | None = None,
 ) -> bool:
-    """One `vw.learn` for a joined decision, counted; the one place both learners turn reward into cost.
+    """One `vw.learn` for a joined decision, counted; the one place both learners turn reward into cost, and
+    where the learning-health estimates (live, uniform-random and `baseline` action values) get their terms.
 
     Returns False if there is no model for it (its decision point was removed) or VW refused it."""
     if policy is None:
@@ -104,4 +120,11 @@ def learn_example(
     learned, reward_scaled = metrics.learn_counters(record.decision_point, source)
     learned.inc()
     reward_scaled.inc(-cost)  # cost is -(reward scaled to [0, 1])
+    decision = record.decision
+    baseline_chosen = None
+    if baseline is not None and any(action_id == baseline for action_id, _ in decision.ranking):
+        baseline_chosen = decision.action_id == baseline
+    metrics.value_estimates(record.decision_point).add(
+        -cost, decision.probability, len(decision.ranking), baseline_chosen
+    )
     return True

@@ -8,6 +8,7 @@ themselves when it returns.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -19,6 +20,8 @@ import grpc
 import pytest
 import redis
 
+from server.core import LearnConfig
+from server.learning import SharedLearner
 from server.tools.launcher import LearnProcess, metric_sum
 from tailor.v1 import decision_service_pb2 as pb
 
@@ -313,3 +316,53 @@ def test_a_new_catalog_action_is_floored_on_replicas_by_the_counts_the_learner_p
         replica.client.report_rewards([(d.event_id, 0.0, "r")])
     # learned twice by the learner, published with the model, read by the replica with it
     assert eventually(lambda: not floored() and metric_sum(replica.metrics(), "tailor_actions_under_floor") == 0)
+
+
+def test_the_leader_reports_what_waits_for_it_and_catches_up(cluster: Cluster) -> None:
+    """Learner lag in Redis mode: rewarded decisions waiting in the learn streams and windows past due are
+    counted, with the age of the oldest, until the leader has learned them; then both read zero."""
+    replica = cluster.replica()
+    for i in range(12):
+        d = replica.client.decide(f"s{i}", "home_layout", event_id=f"lag-{i}")
+        if i < 4:  # joined at once (aggregation "first"): handed to the learner now
+            replica.client.report_rewards([(d.event_id, 1.0, uuid.uuid4().hex)])
+    config = LearnConfig(
+        catalogs=cluster.catalogs, redis_url=cluster.redis.url, redis_prefix=cluster.prefix, metrics_port=None
+    )
+
+    async def scenario() -> None:
+        learner = SharedLearner(config)
+
+        def sample(name: str) -> float:
+            value = learner.registry.get_sample_value(name)
+            assert value is not None, name
+            return value
+
+        try:
+            await learner.measure_lag()
+            assert sample("tailor_learner_waiting_decisions") == 4  # the other 8 are inside their 2 s window
+            await asyncio.sleep(2.5)
+            await learner.measure_lag()
+            assert sample("tailor_learner_waiting_decisions") == 12
+            assert 2.0 <= sample("tailor_learner_oldest_waiting_seconds") < 30
+            stop = asyncio.Event()
+            leading = asyncio.create_task(learner.run(stop))
+            deadline = time.monotonic() + 15
+            while sample("tailor_learner_leader") != 1 or sample("tailor_learner_waiting_decisions") != 0:
+                assert time.monotonic() < deadline, sample("tailor_learner_waiting_decisions")
+                await asyncio.sleep(0.2)
+            assert sample("tailor_learner_oldest_waiting_seconds") == 0
+            learned = sum(
+                learner.registry.get_sample_value(
+                    "tailor_learned_examples_total", {"decision_point": "home_layout", "source": source}
+                )
+                or 0
+                for source in ("reward", "default")
+            )
+            assert learned == 12
+            stop.set()
+            await leading
+        finally:
+            await learner.close()
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policies import VWPolicy, shared_line
-from server import Catalog, load_catalog_dir
+from server import Catalog, CatalogError, load_catalog_dir
 
 from ..conftest import LAYOUTS, write_catalog
 
@@ -295,3 +295,23 @@ def test_learning_flags_change_the_fingerprint_and_other_policy_fields_do_not(tm
 
     assert fingerprint["window"] == fingerprint["base"]
     assert len({fingerprint[n] for n in ("base", "eps", "eps_more", "bits")}) == 4
+
+
+def test_the_baseline_action_defaults_to_the_first_and_must_be_a_catalog_action(tmp_path: Path) -> None:
+    folder = tmp_path / "catalogs"
+    folder.mkdir()
+    write_catalog(folder, "home_layout", LAYOUTS)
+    assert load_catalog_dir(folder)["home_layout"].baseline_action == next(iter(LAYOUTS))
+    (folder / "chosen.yaml").write_text(
+        "decision_point: offers\npolicy: {baseline_action: b}\nactions: [{id: a}, {id: b}]\n"
+    )
+    (folder / "supplied.yaml").write_text("decision_point: ranking\npolicy: {baseline_action: organic}\n")
+    (folder / "none.yaml").write_text("decision_point: search\n")
+    catalogs = load_catalog_dir(folder)
+    assert catalogs["offers"].baseline_action == "b"
+    assert catalogs["ranking"].baseline_action == "organic"  # request-supplied actions: any id
+    assert catalogs["search"].baseline_action is None
+    (folder / "bad.yaml").write_text("decision_point: bad\npolicy: {baseline_action: z}\nactions: [{id: a}]\n")
+    with pytest.raises(CatalogError) as err:
+        load_catalog_dir(folder)
+    assert any("baseline_action 'z' is not an action of this catalog" in p for p in err.value.problems)

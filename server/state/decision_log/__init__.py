@@ -9,7 +9,7 @@ Imports: `server.core` and `server.state._redis`; nothing above state.
 
 from ._base import Aggregation, Decision, DecisionLog, DecisionRecord, JoinStatus, LearnSink, Source
 from ._memory import InMemoryDecisionLog
-from ._redis import LearnEntry, RedisDecisionLog
+from ._redis import LearnEntry, RedisDecisionLog, ShardBacklog
 
 __all__ = [
     "Aggregation",
@@ -21,5 +21,6 @@ __all__ = [
     "LearnEntry",
     "LearnSink",
     "RedisDecisionLog",
+    "ShardBacklog",
     "Source",
 ]

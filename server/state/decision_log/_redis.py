@@ -134,6 +134,16 @@ class LearnEntry:
     source: Source
 
 
+@dataclass(slots=True)
+class ShardBacklog:
+    """One shard's wait for the learner (`RedisDecisionLog.backlog`)."""
+
+    stream: str
+    past_due: int  # windows past their deadline, not closed yet
+    stream_length: int  # entries in the learn stream (read ones included, until trimmed)
+    oldest: float | None  # epoch seconds since which the oldest waiting decision waits
+
+
 class ShardKeys:
     __slots__ = ("due", "prefix", "stream", "tag")
 
@@ -245,6 +255,28 @@ class RedisDecisionLog:
 
         replies = await run_scripts(self.client, build, self.scripts)
         return sum(int(n) for n in replies)
+
+    @unavailable_on_error
+    async def backlog(self, after: dict[str, str], now: float) -> list[ShardBacklog]:
+        """What waits for the learner in each shard: windows past due but not closed, the stream's length, and
+        the oldest waiting time (a due deadline, or the hand-off time of the first entry after `after`). One
+        pipelined round trip of cheap reads (no entry bodies but the first unread one)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for s in self.shards:
+                pipe.zcount(s.due, "-inf", _fmt(now))
+                pipe.zrange(s.due, 0, 0, withscores=True)
+                pipe.xlen(s.stream)
+                start = after.get(s.stream)
+                pipe.xrange(s.stream, min="(" + start if start and start != "0" else "-", count=1)
+            replies: list[Any] = await pipe.execute()
+        found: list[ShardBacklog] = []
+        for i, s in enumerate(self.shards):
+            due, first_due, length, first_entry = replies[4 * i : 4 * i + 4]
+            oldest = [score for _, score in first_due if score <= now]
+            if first_entry:
+                oldest.append(int(_text(first_entry[0][0]).split("-")[0]) / 1000.0)  # stream ids start with ms
+            found.append(ShardBacklog(s.stream, int(due), int(length), min(oldest) if oldest else None))
+        return found
 
     @unavailable_on_error
     async def discard(self, event_ids: Sequence[str]) -> None:

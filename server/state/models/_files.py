@@ -94,7 +94,12 @@ class FileModelStore:
 
     def reject(self, path: Path, reason: str) -> None:
         """Set a snapshot aside (kept for inspection, never loaded again) and report it."""
-        log.error("model snapshot %s is corrupt (%s): set aside, using the one before it", path, reason)
+        log.error(
+            "model snapshot %s is corrupt (%s): set aside, using the one before it",
+            path,
+            reason,
+            extra={"event": "corrupt_state", "what": "snapshot"},
+        )
         for part in (path, path.with_suffix(".json")):
             if part.exists():
                 os.replace(part, part.with_name(part.name + ".corrupt"))

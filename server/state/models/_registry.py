@@ -57,6 +57,7 @@ class ServedModel:
     saved_at: float
     actions: LearnedActions = field(default_factory=LearnedActions)
     learned_since_snapshot: int = 0
+    baseline: str | None = None  # the catalog's baseline action (learning-health estimates)
 
     @property
     def version(self) -> str:
@@ -89,11 +90,18 @@ class ModelRegistry:
             until = cat.policy.new_action_floor.until_learned
             if current is not None and current.spec == spec:
                 current.actions.serve(cat.action_ids, until)
+                current.baseline = cat.baseline_action
                 models[name] = current
                 continue
             if current is not None:
-                log.info("decision point %s: learning flags changed; starting model %s", name, spec.fingerprint())
+                log.info(
+                    "decision point %s: learning flags changed; starting model %s",
+                    name,
+                    spec.fingerprint(),
+                    extra={"event": "model_flags_changed", "decision_point": name, "fingerprint": spec.fingerprint()},
+                )
             models[name] = self._open(name, spec, cat.action_ids, until)
+            models[name].baseline = cat.baseline_action
         self._models = models
 
     def _open(self, decision_point: str, spec: LearningSpec, action_ids: Sequence[str], until: int) -> ServedModel:
@@ -105,7 +113,14 @@ class ModelRegistry:
             except Exception as err:  # VW cannot read it (an unverifiable snapshot of an older release)
                 self.store.reject(path, f"VW cannot load it: {err}")
                 continue
-            log.info("decision point %s: resuming model %s.%d from %s", decision_point, fingerprint, seq, path)
+            log.info(
+                "decision point %s: resuming model %s.%d from %s",
+                decision_point,
+                fingerprint,
+                seq,
+                path,
+                extra={"event": "model_resumed", "decision_point": decision_point, "version": f"{fingerprint}.{seq}"},
+            )
             actions = LearnedActions.from_doc(self.store.actions(decision_point, fingerprint, seq), action_ids, until)
             return ServedModel(decision_point, spec, fingerprint, policy, seq, path.stat().st_mtime, actions)
         actions = LearnedActions.established(action_ids, until)
@@ -123,9 +138,15 @@ class ModelRegistry:
             return False
         tally = LearnedActions.from_doc(actions, model.actions.catalog, model.actions.until)
         if policy.spec != model.spec:
-            log.info("decision point %s: serving published model %s", decision_point, policy.spec.fingerprint())
+            fingerprint = policy.spec.fingerprint()
+            log.info(
+                "decision point %s: serving published model %s",
+                decision_point,
+                fingerprint,
+                extra={"event": "model_flags_changed", "decision_point": decision_point, "fingerprint": fingerprint},
+            )
             self._models[decision_point] = ServedModel(
-                decision_point, policy.spec, policy.spec.fingerprint(), policy, seq, saved_at, tally
+                decision_point, policy.spec, policy.spec.fingerprint(), policy, seq, saved_at, tally, 0, model.baseline
             )
             model.policy.close()
             return True
