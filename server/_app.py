@@ -30,7 +30,14 @@ from server.learning import Learner, RewardJoiner
 from server.sessions import SessionContext
 from server.state import DecideState, EmbeddedDecideState, RedisDecideState, redis_settings_problems
 from server.state.decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog, RedisDecisionLog
-from server.state.models import FileModelStore, FollowedModelStore, ModelRegistry, RedisModelStore, policy_from_bytes
+from server.state.models import (
+    FileModelStore,
+    FollowedModelStore,
+    ModelRegistry,
+    RedisModelStore,
+    ServedModel,
+    policy_from_bytes,
+)
 from server.state.sessions import InMemorySessionStore, RedisSessionStore, SessionStore
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
@@ -366,14 +373,28 @@ class TailorServer:
                 )
 
     async def _snapshots(self) -> None:
+        """Snapshot changed models every `snapshot_interval_seconds`; and a changed model that has learned
+        nothing more for `snapshot_idle_seconds` at once, so a burst of learning followed by quiet (a
+        low-traffic decision point, the night) survives a kill -9. Steady traffic never looks idle."""
+        interval, idle = self.config.snapshot_interval_seconds, self.config.snapshot_idle_seconds
+        last_round = time.monotonic()
+        seen: dict[str, int] = {}  # each model's unsnapshotted count at the previous tick
         while True:
-            await asyncio.sleep(self.config.snapshot_interval_seconds)
-            self.snapshot_changed()
+            await asyncio.sleep(min(interval, idle))
+            if time.monotonic() - last_round >= interval:
+                self.snapshot_changed()
+                last_round = time.monotonic()
+            else:
+                self.snapshot_changed(
+                    [m for m in self.models if m.learned_since_snapshot == seen.get(m.decision_point)]
+                )
+            seen = {m.decision_point: m.learned_since_snapshot for m in self.models}
 
-    def snapshot_changed(self) -> int:
-        """Snapshot every model that learned since its last snapshot; returns how many were written."""
+    def snapshot_changed(self, models: Iterable[ServedModel] | None = None) -> int:
+        """Snapshot every model (of `models`, default all) that learned since its last snapshot; returns how
+        many were written."""
         written = 0
-        for model in self.models:
+        for model in self.models if models is None else models:
             if model.learned_since_snapshot == 0:
                 continue
             started = time.perf_counter()

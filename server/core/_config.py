@@ -62,6 +62,9 @@ class ServeConfig(BaseSettings):
     model_poll_seconds: float = Field(0.5, gt=0, description="Redis mode: how often replicas look for new models")
     redis_timeout_seconds: float = Field(0.5, gt=0, description="a Redis call slower than this counts as a failure")
     snapshot_interval_seconds: float = Field(30.0, gt=0, description="how often changed models are snapshotted")
+    snapshot_idle_seconds: float = Field(
+        5.0, gt=0, description="a changed model that then learns nothing for this long is snapshotted at once"
+    )
     snapshots_kept: int = Field(3, ge=1, description="snapshots kept per model")
     session_ttl_seconds: float = Field(1800.0, gt=0, description="a session idle this long is forgotten")
     max_sessions: int = Field(

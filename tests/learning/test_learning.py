@@ -145,3 +145,24 @@ def test_learning_health_estimates_match_the_rewards_and_the_random_policy(start
     assert abs(uniform - random_mean) < uniform_ci + 2 * 1.96 * math.sqrt(random_mean * (1 - random_mean) / 900)
     assert abs(baseline - grid_mean) < baseline_ci + 2 * 1.96 * math.sqrt(grid_mean * (1 - grid_mean) / 900)
     assert live - uniform > math.hypot(live_ci, uniform_ci), (live, live_ci, uniform, uniform_ci)
+
+
+def test_a_burst_of_learning_is_snapshotted_once_the_model_is_quiet(start_server: Any, catalog_dir: Path) -> None:
+    """Long snapshot interval, short idle: learning followed by quiet is on disk within the idle time (a kill -9
+    then loses nothing), while a model that keeps learning waits for the interval."""
+    server = start_server(catalog_dir, snapshot_interval_seconds=3600, snapshot_idle_seconds=0.3)
+    labels = {"decision_point": "home_layout"}
+    for i in range(5):
+        d = server.client.decide(f"s{i}", "home_layout")
+        server.client.report_rewards([(d.event_id, 1.0, f"r{i}")])
+    assert server.wait_for(lambda: server.metric("tailor_model_snapshots_total", labels) == 1, timeout=3)
+    assert server.metric("tailor_model_unsnapshotted_examples", labels) == 0
+    deadline = time.monotonic() + 1.5  # learning every 50 ms: never quiet for 0.3 s, so no snapshot
+    i = 0
+    while time.monotonic() < deadline:
+        d = server.client.decide(f"busy{i}", "home_layout")
+        server.client.report_rewards([(d.event_id, 1.0, f"busy{i}")])
+        i += 1
+        time.sleep(0.05)
+    assert server.metric("tailor_model_snapshots_total", labels) == 1
+    assert server.wait_for(lambda: server.metric("tailor_model_snapshots_total", labels) == 2, timeout=3)
