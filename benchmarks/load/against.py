@@ -40,8 +40,15 @@ def main() -> int:
     parser.add_argument("rev", help="the git revision to compare against (a commit, tag or branch)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--loads",
+        default=",".join(f"{kind}:{n}" for kind, n in CONFIGS),
+        help="comma-separated closed:IN_FLIGHT / open:RATE (default %(default)s); drop open:1000 on a machine "
+        "too slow to serve it, where gRPC refuses the excess and the load generator stops",
+    )
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
+    configs = tuple((kind, int(n)) for kind, n in (load.split(":") for load in args.loads.split(",")))
     then, now = git("rev-parse", "--short", args.rev), git("rev-parse", "--short", "HEAD")
     if git("status", "--porcelain", "--untracked-files=no"):
         now += "+changes"  # this checkout's server runs the working tree, uncommitted changes included
@@ -65,7 +72,7 @@ def main() -> int:
                     then: Deployment([old.target], {"serve": [old.proc.pid]}),
                     now: Deployment([current.target], {"serve": [current.proc.pid]}),
                 }
-                runs = run_interleaved(deployments, CONFIGS, args.seconds, args.repeats)
+                runs = run_interleaved(deployments, configs, args.seconds, args.repeats)
             finally:
                 echo.stop()
                 current.stop()
@@ -78,7 +85,7 @@ def main() -> int:
     }
     result: dict[str, Any] = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": f".venv/bin/python -m benchmarks.load.against {args.rev}",
+        "command": f".venv/bin/python -m benchmarks.load.against {args.rev} --loads {args.loads}",
         "revisions": {"then": then, "now": now},
         "medians": medians,
         "runs": runs,
