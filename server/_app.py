@@ -23,12 +23,13 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from server.api import CallGuard, DecisionServicer, KeyFileError, KeyRing, ServerCertificates
-from server.catalogs import CatalogError, load_catalog_dir
+from server.catalogs import Catalog, CatalogError, load_catalog_dir, load_catalog_document
 from server.core import Metrics, RateLimitedLog, ServeConfig
 from server.decisions import DecisionService
 from server.learning import Learner, RewardJoiner
 from server.sessions import SessionContext
 from server.state import DecideState, EmbeddedDecideState, RedisDecideState, redis_settings_problems
+from server.state.catalogs import FileCatalogStore
 from server.state.decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog, RedisDecisionLog
 from server.state.models import (
     FileModelStore,
@@ -73,6 +74,7 @@ class TailorServer:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         catalogs = load_catalog_dir(config.catalogs)
+        self.catalog_store: FileCatalogStore | None = None
         self.redis: aioredis.Redis | None = None
         self.learner: Learner | None = None
         self.session_store: SessionStore
@@ -92,6 +94,12 @@ class TailorServer:
             state: DecideState = RedisDecideState(self.redis, redis_sessions, redis_log, self.metrics)
         else:
             config.data_dir.mkdir(parents=True, exist_ok=True)
+            # The catalog store is the source of truth; the catalog directory seeds it (see server.state.catalogs).
+            corrupt_catalog = self.metrics.corrupt_state.labels("catalog")
+            self.catalog_store = FileCatalogStore(
+                config.data_dir / "catalogs", on_corrupt=lambda path, why: corrupt_catalog.inc()
+            )
+            catalogs = self._through_store(catalogs)
             corrupt = self.metrics.corrupt_state.labels("snapshot")
             self.models = ModelRegistry(
                 FileModelStore(
@@ -425,10 +433,23 @@ class TailorServer:
             written += 1
         return written
 
+    def _through_store(self, directory: dict[str, Catalog]) -> dict[str, Catalog]:
+        """Apply the catalog directory to the store (a file changed since it was last applied makes a new
+        version); the store's current catalogs, which are what is served."""
+        store = self.catalog_store
+        if store is None:  # Redis mode: the directory is still served as it is
+            return directory
+        store.apply_directory({name: catalog.document() for name, catalog in directory.items()})
+        return {
+            name: load_catalog_document(v.document, store.root / name / f"{v.version:010d}.json")
+            for name, v in store.current().items()
+            if v.document is not None
+        }
+
     def reload_catalogs(self) -> bool:
         """Re-read the catalog directory (SIGHUP); an invalid directory keeps the current catalogs."""
         try:
-            catalogs = load_catalog_dir(self.config.catalogs)
+            catalogs = self._through_store(load_catalog_dir(self.config.catalogs))
         except CatalogError as err:
             self.metrics.catalog_reloads.labels("error").inc()
             log.error(

@@ -14,6 +14,7 @@ from ._catalog import (
     CatalogError,
     NewActionFloor,
     load_catalog_dir,
+    load_catalog_document,
     load_catalog_file,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "CatalogError",
     "NewActionFloor",
     "load_catalog_dir",
+    "load_catalog_document",
     "load_catalog_file",
 ]

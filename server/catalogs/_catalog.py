@@ -275,6 +275,12 @@ class Catalog:
             rules={r.event: r for r in spec.policy.reward_rules},
         )
 
+    def document(self) -> dict[str, Any]:
+        """The catalog as data, with only the keys its author set: validating it gives this catalog back,
+        learning keys left unset included (they keep an existing model's flags)."""
+        doc: dict[str, Any] = self.spec.model_dump(mode="json", exclude_unset=True)
+        return doc
+
     def payload(self, action_id: str) -> Mapping[str, str]:
         i = self.index.get(action_id)
         return self.spec.actions[i].payload if i is not None else {}
@@ -309,13 +315,18 @@ def load_catalog_file(path: Path) -> Catalog:
         raise CatalogError([f"{path}: (file): not valid YAML: {err}".replace("\n", " ")]) from None
     except OSError as err:
         raise CatalogError([f"{path}: (file): cannot read: {err.strerror}"]) from None
+    return load_catalog_document(doc, path)
+
+
+def load_catalog_document(doc: Any, source: Path) -> Catalog:
+    """Validate one catalog document (a file's parsed YAML, or a stored version); problems name `source`."""
     if not isinstance(doc, dict):
-        raise CatalogError([f"{path}: (file): expected a mapping with decision_point, policy and actions"])
+        raise CatalogError([f"{source}: (file): expected a mapping with decision_point, policy and actions"])
     try:
         spec = CatalogSpec.model_validate(doc)
     except ValidationError as err:
-        raise CatalogError(list(_describe(path, err))) from None
-    return Catalog.compile(spec, path)
+        raise CatalogError(list(_describe(source, err))) from None
+    return Catalog.compile(spec, source)
 
 
 def load_catalog_dir(directory: Path) -> dict[str, Catalog]:

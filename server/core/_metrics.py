@@ -190,7 +190,7 @@ class Metrics:
         )
         self._value_estimates: dict[str, ValueEstimates] = {}
 
-        for what in ("snapshot", "pending_decision"):
+        for what in ("snapshot", "pending_decision", "catalog"):
             self.corrupt_state.labels(what)
         for result in ("ok", "error"):
             self.catalog_reloads.labels(result)

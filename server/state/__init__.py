@@ -3,6 +3,9 @@
 - `sessions/`: per-session context (`SessionState`, the fold of behaviour events) and its stores.
 - `decision_log/`: decisions waiting for rewards, the atomic reward join, the hand-off to the learner.
 - `models/`: the models being served (`ModelRegistry`) and where snapshots live (files, or Redis).
+- `catalogs/`: the catalog store: versions, history and the audit log, seeded by the catalog directory
+  (files in the data directory; Redis next).
+- `_files.py`: atomic, durable JSON files, for every embedded store.
 - `_decide.py`: what one Decide reads and writes, in one round trip each on Redis (`DecideState`).
 - `_redis.py`: Redis plumbing every Redis backend shares: hash-tagged keys, errors as UNAVAILABLE,
   Lua scripts on pipelines; `redis_settings_problems`, the start-up check of the server's settings.

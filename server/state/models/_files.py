@@ -15,7 +15,6 @@ even that): they are used as they are, and a model file that VW cannot load is s
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from policies import BuiltWith, VWPolicy
+
+from .._files import read_json, write_json_atomic
 
 log = logging.getLogger("tailor.snapshots")
 
@@ -81,7 +82,7 @@ class FileModelStore:
         return None
 
     def _check(self, path: Path) -> str | None:
-        manifest = _read_json(path.with_suffix(".json"))
+        manifest = read_json(path.with_suffix(".json"))
         if manifest is None or manifest.get("format") != SNAPSHOT_FORMAT:
             return None  # a snapshot of an earlier release (or one whose manifest was never written): unverifiable
         try:
@@ -138,37 +139,14 @@ class FileModelStore:
             "model_bytes": len(data),
             "actions": actions,
         }
-        tmp = folder / f".{seq:010d}.json.tmp"
-        with tmp.open("w") as f:
-            f.write(json.dumps(manifest))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / f"{seq:010d}.json")
-        _fsync_dir(folder)
+        write_json_atomic(folder / f"{seq:010d}.json", manifest)
         for _, old in self._snapshots(folder)[: -self.keep]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
 
     def actions(self, decision_point: str, fingerprint: str, seq: int) -> dict[str, Any] | None:
-        doc = _read_json(self._dir(decision_point, fingerprint) / f"{seq:010d}.json")
+        doc = read_json(self._dir(decision_point, fingerprint) / f"{seq:010d}.json")
         if doc is not None and doc.get("format") == SNAPSHOT_FORMAT:
             actions: dict[str, Any] | None = doc.get("actions")
             return actions
         return doc  # format 1: the learned-actions document itself; 0.1: none
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames in `folder` durable (a crash right after must not bring back the old names)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

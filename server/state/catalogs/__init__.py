@@ -1,0 +1,27 @@
+"""The catalog store: versioned catalogs with history and an audit log (`CatalogStore`), seeded and
+re-applied from the catalog directory. `FileCatalogStore` keeps it in the data directory (embedded mode).
+"""
+
+from ._files import FileCatalogStore
+from ._store import (
+    DIRECTORY_ACTOR,
+    STORE_FORMAT,
+    AuditEvent,
+    CatalogStore,
+    CatalogVersion,
+    UnknownVersion,
+    VersionConflict,
+    content_hash,
+)
+
+__all__ = [
+    "DIRECTORY_ACTOR",
+    "STORE_FORMAT",
+    "AuditEvent",
+    "CatalogStore",
+    "CatalogVersion",
+    "FileCatalogStore",
+    "UnknownVersion",
+    "VersionConflict",
+    "content_hash",
+]
