@@ -22,8 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from server.api import CallGuard, DecisionServicer, KeyFileError, KeyRing, ServerCertificates
-from server.catalogs import Catalog, CatalogError, load_catalog_dir, load_catalog_document
+from server.admin import CatalogAdmin, served_catalogs
+from server.api import AdminServicer, CallGuard, DecisionServicer, KeyFileError, KeyRing, ServerCertificates
+from server.catalogs import Catalog, CatalogError, load_catalog_dir
 from server.core import Metrics, RateLimitedLog, ServeConfig
 from server.decisions import DecisionService
 from server.learning import Learner, RewardJoiner
@@ -40,6 +41,8 @@ from server.state.models import (
     policy_from_bytes,
 )
 from server.state.sessions import InMemorySessionStore, RedisSessionStore, SessionStore
+from tailor.v1 import admin_service_pb2 as apb
+from tailor.v1 import admin_service_pb2_grpc as apb_grpc
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
@@ -47,6 +50,7 @@ log = logging.getLogger("tailor.server")
 _follow_log = RateLimitedLog(log, seconds=10.0)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+ADMIN_SERVICE_NAME: str = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
 PENDING_FILE = "pending-decisions.jsonl"
 _SWEEP_SECONDS = 0.05
 
@@ -139,6 +143,7 @@ class TailorServer:
         )
         self.metrics.add_model_collector(self._model_states)
         self.metrics.touch_methods(pb.DESCRIPTOR.services_by_name["DecisionService"].methods_by_name)
+        self.metrics.touch_methods(apb.DESCRIPTOR.services_by_name["AdminService"].methods_by_name)
         self.health = health_aio.HealthServicer()
         # Credentials are read now, so a bad key file or certificate fails the start with a clear message.
         self.keys = KeyRing(config.api_keys) if config.api_keys is not None else None
@@ -197,9 +202,12 @@ class TailorServer:
         ]
         server = grpc.aio.server(interceptors=[self.guard], options=options)
         pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.service, cfg, self.metrics), server)
+        admin = CatalogAdmin(self.catalog_store, self.service, self.models) if self.catalog_store else None
+        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+            [SERVICE_NAME, ADMIN_SERVICE_NAME, health_name, reflection.SERVICE_NAME], server
         )
         credentials = self.certificates.credentials() if self.certificates is not None else None
         self.port = _bind(server, f"{cfg.host}:{cfg.port}", credentials, "gRPC")
@@ -440,11 +448,7 @@ class TailorServer:
         if store is None:  # Redis mode: the directory is still served as it is
             return directory
         store.apply_directory({name: catalog.document() for name, catalog in directory.items()})
-        return {
-            name: load_catalog_document(v.document, store.root / name / f"{v.version:010d}.json")
-            for name, v in store.current().items()
-            if v.document is not None
-        }
+        return served_catalogs(store)
 
     def reload_catalogs(self) -> bool:
         """Re-read the catalog directory (SIGHUP); an invalid directory keeps the current catalogs."""

@@ -1,6 +1,6 @@
 """The gRPC face: protobuf in, validated values to the core, protobuf out, errors as statuses.
 
-- `DecisionServicer`: `tailor.v1.DecisionService`'s handlers.
+- `DecisionServicer`: `tailor.v1.DecisionService`'s handlers; `AdminServicer`: `tailor.v1.AdminService`'s.
 - `_validation.py`: every request field checked, every violation named.
 - `_status.py`: the one place a `TailorError` (or an unexpected error) becomes a gRPC status.
 - `CallGuard`: the one interceptor: keys and roles (`_keys.py`), protected mode, the in-flight bound,
@@ -10,7 +10,8 @@
 Imports: everything below it on the request path, and `tailor.v1`.
 """
 
-from ._guard import CallGuard
+from ._admin import AdminServicer
+from ._guard import CallGuard, caller
 from ._keys import METHOD_ROLES, ROLES, KeyFileError, KeyRing, Role, key_entry_yaml, new_key
 from ._servicer import DecisionServicer, decide_response
 from ._status import abort_for, stream_errors, to_status, unary_errors
@@ -19,6 +20,7 @@ from ._tls import ServerCertificates, TLSError
 __all__ = [
     "METHOD_ROLES",
     "ROLES",
+    "AdminServicer",
     "CallGuard",
     "DecisionServicer",
     "KeyFileError",
@@ -27,6 +29,7 @@ __all__ = [
     "ServerCertificates",
     "TLSError",
     "abort_for",
+    "caller",
     "decide_response",
     "key_entry_yaml",
     "new_key",

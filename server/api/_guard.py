@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import grpc
@@ -30,6 +31,15 @@ from server.core import Metrics, RateLimitedLog
 from ._keys import ANY_KEY_PREFIXES, METHOD_ROLES, OPEN_PREFIXES, KeyRing
 
 log = logging.getLogger("tailor.guard")
+#: Who the current call is from: a key's name, "local" (protected mode) or "anonymous" (--insecure). Set by
+#: the guard before the handler runs, in the call's own task.
+_CALLER: ContextVar[str] = ContextVar("tailor_caller", default="local")
+
+
+def caller() -> str:
+    """The current call's caller, for audit events (never the key itself)."""
+    return _CALLER.get()
+
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -103,11 +113,15 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     # -- the checks ------------------------------------------------------------------------------------
 
     def _admit(self, method: str, context: Ctx) -> None:
-        """Raise _Rejected unless this call may run now; on return the call holds an in-flight slot."""
+        """Raise _Rejected unless this call may run now; on return the call holds an in-flight slot, and
+        `caller()` names who is calling (for audit events)."""
         if self.keys is not None:
-            self._authorize(method, context)
+            _CALLER.set(self._authorize(method, context))
         elif not self.insecure:
             self._protect(context)
+            _CALLER.set("local")
+        else:
+            _CALLER.set("anonymous")
         if self.in_flight >= self.max_in_flight:
             raise _Rejected(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -121,7 +135,8 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         self.in_flight += 1
 
-    def _authorize(self, method: str, context: Ctx) -> None:
+    def _authorize(self, method: str, context: Ctx) -> str:
+        """The caller's key name, if its key may call `method`."""
         assert self.keys is not None
         token = None
         for key, value in context.invocation_metadata() or ():
@@ -137,7 +152,7 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if found is None:
             raise _Rejected(grpc.StatusCode.UNAUTHENTICATED, "unknown_key", UNKNOWN_KEY)
         if method.startswith(ANY_KEY_PREFIXES):
-            return
+            return found.name
         role = METHOD_ROLES.get(method, "admin")
         if not found.allows(role):
             raise _Rejected(
@@ -145,6 +160,7 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 "permission_denied",
                 f"key {found.name!r} lacks the role {role!r} that {method.rsplit('/', 1)[-1]} needs",
             )
+        return found.name
 
     def _protect(self, context: Ctx) -> None:
         peer = context.peer()

@@ -31,6 +31,7 @@ Role = Literal["decide", "session", "observe", "admin"]
 ROLES: tuple[Role, ...] = ("decide", "session", "observe", "admin")
 
 _DECISIONS = "/tailor.v1.DecisionService/"
+_ADMIN = "/tailor.v1.AdminService/"
 #: The role each RPC needs. Health is open (probes) and never reaches the map; reflection needs any key.
 METHOD_ROLES: dict[str, Role] = {
     _DECISIONS + "Decide": "decide",
@@ -39,6 +40,17 @@ METHOD_ROLES: dict[str, Role] = {
     _DECISIONS + "Activate": "decide",
     _DECISIONS + "GetSession": "session",
     _DECISIONS + "DeleteSession": "session",
+    # AdminService: reads with `observe`; everything else (changes, model export) needs `admin`.
+    _ADMIN + "ListDecisionPoints": "observe",
+    _ADMIN + "GetDecisionPoint": "observe",
+    _ADMIN + "ListCatalogVersions": "observe",
+    _ADMIN + "ListAuditEvents": "observe",
+    _ADMIN + "PutDecisionPoint": "admin",
+    _ADMIN + "DeleteDecisionPoint": "admin",
+    _ADMIN + "RollbackDecisionPoint": "admin",
+    _ADMIN + "ExportModel": "admin",
+    _ADMIN + "ImportModel": "admin",
+    _ADMIN + "ResetModel": "admin",
 }
 #: Served with any valid key (and, in protected mode, to local callers): describes the API, changes nothing.
 ANY_KEY_PREFIXES = ("/grpc.reflection.",)

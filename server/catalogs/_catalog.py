@@ -287,14 +287,16 @@ class Catalog:
 
 
 class CatalogError(Exception):
-    """One or more catalog files are invalid; `problems` lists each as `file: field: what is wrong`."""
+    """One or more catalog files are invalid; `problems` lists each as `file: field: what is wrong`, and
+    `fields` the same as (field, what is wrong) pairs where a field is to blame (the admin API's violations)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], fields: list[tuple[str, str]] | None = None) -> None:
         self.problems = problems
+        self.fields = fields if fields is not None else [("(file)", p) for p in problems]
         super().__init__("\n".join(problems))
 
 
-def _describe(file: Path, err: ValidationError) -> Iterator[str]:
+def _violations(err: ValidationError) -> Iterator[tuple[str, str]]:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(file)"
         got = e.get("input")
@@ -304,7 +306,7 @@ def _describe(file: Path, err: ValidationError) -> Iterator[str]:
             msg = "use lowercase letters, digits and underscores only, like home_layout"
         elif e["type"] == "extra_forbidden":
             msg = "unknown key; check its spelling and indentation"
-        yield f"{file}: {where}: {msg}{shown}"
+        yield where, f"{msg}{shown}"
 
 
 def load_catalog_file(path: Path) -> Catalog:
@@ -325,7 +327,8 @@ def load_catalog_document(doc: Any, source: Path) -> Catalog:
     try:
         spec = CatalogSpec.model_validate(doc)
     except ValidationError as err:
-        raise CatalogError(list(_describe(source, err))) from None
+        fields = list(_violations(err))
+        raise CatalogError([f"{source}: {where}: {what}" for where, what in fields], fields) from None
     return Catalog.compile(spec, source)
 
 

@@ -13,6 +13,7 @@ Imports: nothing else of Tailor's (`policies` and `tailor` included).
 
 from ._config import LearnConfig, Limits, ServeConfig
 from ._errors import (
+    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -30,6 +31,7 @@ from ._ratelimit import RateLimitedLog
 __all__ = [
     "EVENT_KINDS",
     "LOG_FORMATS",
+    "Aborted",
     "DecideStats",
     "EventKind",
     "FailedPrecondition",

@@ -43,6 +43,12 @@ class FailedPrecondition(TailorError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Aborted(TailorError):
+    """A concurrent change won (optimistic concurrency): read again and retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class ResourceExhausted(TailorError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -189,6 +189,12 @@ class Metrics:
             registry=registry,
         )
         self._value_estimates: dict[str, ValueEstimates] = {}
+        self.catalog_changes = Counter(
+            "tailor_catalog_changes_total",
+            "Catalog versions made, by origin: directory (files applied), api (AdminService), rollback.",
+            ["decision_point", "origin"],
+            registry=registry,
+        )
 
         for what in ("snapshot", "pending_decision", "catalog"):
             self.corrupt_state.labels(what)

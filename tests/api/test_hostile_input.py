@@ -21,6 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.core import ServeConfig
+from tailor.v1 import admin_service_pb2 as apb
+from tailor.v1 import admin_service_pb2_grpc as apb_grpc
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import LAYOUTS, RunningServer, write_catalog
@@ -272,3 +274,105 @@ def test_a_model_gone_non_finite_still_answers_uniformly() -> None:
     policy.learn("shared |c x:1e30", ["|a id=a", "|a id=b"], 0, -1.0, 0.5)  # what the bound now refuses
     assert policy.predict("shared |c x:1", ["|a id=a", "|a id=b"]) == [0.5, 0.5]
     policy.close()
+
+
+# --- AdminService --------------------------------------------------------------------------------------
+
+ADMIN = "/tailor.v1.AdminService/"
+#: A concurrent change (a stale expected_version) is ABORTED: defined, and what optimistic concurrency says.
+ADMIN_DEFINED = DEFINED | {C.ABORTED}
+CATALOG_KEYS = ["decision_point", "description", "policy", "actions", "id", "features", "payload",
+                "learning", "exploration", "reward_range", "reward_window_seconds", "interactions", "bits"]  # fmt: skip
+json_scalars = st.one_of(st.none(), st.booleans(), numbers, texts)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.sampled_from(CATALOG_KEYS), texts), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@st.composite
+def catalogs(draw: st.DrawFn) -> dict[str, Any]:
+    """Catalog-shaped documents: mostly the right keys with hostile values, sometimes almost valid."""
+    doc: dict[str, Any] = draw(st.dictionaries(st.sampled_from(CATALOG_KEYS), json_values, max_size=5))
+    if draw(st.booleans()):
+        doc["decision_point"] = draw(st.one_of(st.sampled_from(["home_layout", "offers"]), texts))
+        doc["actions"] = draw(st.lists(st.fixed_dictionaries({"id": ids}), max_size=3))
+    return doc
+
+
+@pytest.fixture(scope="module")
+def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server of its own: fuzzed changes may really replace or delete its catalogs."""
+    root = tmp_path_factory.mktemp("hostile-admin")
+    catalogs_dir = root / "catalogs"
+    catalogs_dir.mkdir()
+    write_catalog(catalogs_dir, "home_layout", LAYOUTS)
+    running = RunningServer(
+        ServeConfig(catalogs=catalogs_dir, host="127.0.0.1", port=0, metrics_port=None, data_dir=root / "data")
+    )
+    yield running
+    running.stop()
+
+
+def assert_admin_defined(outcome: tuple[grpc.StatusCode, str]) -> None:
+    code, details = outcome
+    assert code in ADMIN_DEFINED, (code, details[:200])
+    assert "Traceback" not in details and 'File "' not in details
+
+
+@FUZZ
+@given(document=catalogs(), expected=st.one_of(st.none(), st.integers(-5, 5)), validate_only=st.booleans())
+def test_admin_put(
+    admin_server: RunningServer, document: dict[str, Any], expected: int | None, validate_only: bool
+) -> None:
+    admin = apb_grpc.AdminServiceStub(admin_server.channel)
+    request = apb.PutDecisionPointRequest(validate_only=validate_only)
+    try:
+        request.catalog.update(document)
+    except (ValueError, TypeError):  # protobuf refuses it (NaN keys and the like): nothing to send
+        return
+    if expected is not None:
+        request.expected_version = expected
+    assert_admin_defined(code_of(lambda: admin.PutDecisionPoint(request, timeout=10)))
+
+
+@FUZZ
+@given(name=st.one_of(st.just("home_layout"), ids), version=st.integers(-3, 10), expected=st.integers(-1, 10))
+def test_admin_reads_rollback_delete_and_models(
+    admin_server: RunningServer, name: str, version: int, expected: int
+) -> None:
+    admin = apb_grpc.AdminServiceStub(admin_server.channel)
+    calls: list[Callable[[], Any]] = [
+        lambda: admin.ListDecisionPoints(apb.ListDecisionPointsRequest(), timeout=10),
+        lambda: admin.GetDecisionPoint(apb.GetDecisionPointRequest(decision_point=name, version=version), timeout=10),
+        lambda: admin.ListCatalogVersions(apb.ListCatalogVersionsRequest(decision_point=name), timeout=10),
+        lambda: admin.ListAuditEvents(apb.ListAuditEventsRequest(decision_point=name, page_size=version), timeout=10),
+        lambda: admin.RollbackDecisionPoint(
+            apb.RollbackDecisionPointRequest(decision_point=name, to_version=version, expected_version=expected),
+            timeout=10,
+        ),
+        lambda: list(admin.ExportModel(apb.ExportModelRequest(decision_point=name), timeout=10)),
+        lambda: admin.ImportModel(iter([apb.ImportModelRequest(decision_point=name, data=name.encode())]), timeout=10),
+        lambda: admin.ResetModel(apb.ResetModelRequest(decision_point=name), timeout=10),
+        lambda: admin.DeleteDecisionPoint(
+            apb.DeleteDecisionPointRequest(decision_point=name, expected_version=expected), timeout=10
+        ),
+    ]
+    for call in calls:
+        assert_admin_defined(code_of(call))
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=300), st.just(INVALID_UTF8)))
+def test_raw_bytes_on_every_admin_method(admin_server: RunningServer, data: bytes) -> None:
+    for method in ("ListDecisionPoints", "GetDecisionPoint", "PutDecisionPoint", "DeleteDecisionPoint",
+                   "ListCatalogVersions", "RollbackDecisionPoint", "ResetModel", "ListAuditEvents"):  # fmt: skip
+        call = admin_server.channel.unary_unary(ADMIN + method, None, None)
+        assert_admin_defined(code_of(lambda: call(data, timeout=10)))  # noqa: B023  # called at once
+    export = admin_server.channel.unary_stream(ADMIN + "ExportModel", None, None)
+    assert_admin_defined(code_of(lambda: list(export(data, timeout=10))))
+    import_ = admin_server.channel.stream_unary(ADMIN + "ImportModel", None, None)
+    assert_admin_defined(code_of(lambda: import_(iter([data]), timeout=10)))

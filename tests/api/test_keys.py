@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.api import METHOD_ROLES, ROLES
 from tailor import TailorClient
+from tailor.v1 import admin_service_pb2 as apb
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import RunningServer, ServeProcess
@@ -47,9 +48,9 @@ def client(server: RunningServer, name: str | None) -> TailorClient:
 
 def test_every_rpc_has_a_role() -> None:
     """The role map is complete: an RPC added to the contract without a role fails here, not in production."""
-    service = pb.DESCRIPTOR.services_by_name["DecisionService"]
-    for method in service.methods:
-        assert METHOD_ROLES.get(f"/{service.full_name}/{method.name}") in ROLES, method.name
+    for service in (pb.DESCRIPTOR.services_by_name["DecisionService"], apb.DESCRIPTOR.services_by_name["AdminService"]):
+        for method in service.methods:
+            assert METHOD_ROLES.get(f"/{service.full_name}/{method.name}") in ROLES, method.name
 
 
 def test_roles_decide_who_may_call_what(keyed: RunningServer) -> None:

@@ -9,10 +9,12 @@ from ._store import (
     AuditEvent,
     CatalogStore,
     CatalogVersion,
+    Origin,
     UnknownVersion,
     VersionConflict,
     content_hash,
 )
+from ._store import diff as catalog_diff
 
 __all__ = [
     "DIRECTORY_ACTOR",
@@ -21,7 +23,9 @@ __all__ = [
     "CatalogStore",
     "CatalogVersion",
     "FileCatalogStore",
+    "Origin",
     "UnknownVersion",
     "VersionConflict",
+    "catalog_diff",
     "content_hash",
 ]

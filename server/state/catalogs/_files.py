@@ -142,6 +142,12 @@ class FileCatalogStore:
         write_json_atomic(self.root / "directory.json", {"format": STORE_FORMAT, "applied": self._applied})
         return self.audit(self._audit_lines - before)
 
+    def note(self, decision_point: str, actor: str, action: Action, note: str) -> AuditEvent:
+        latest = self._latest(decision_point)
+        event = AuditEvent(now(), actor, action, decision_point, latest.version if latest else 0, "", note)
+        self._append_audit(event)
+        return event
+
     # --- internals ---------------------------------------------------------------------------------
 
     def _check(self, name: str, current: CatalogVersion | None, expected: int | None) -> None:

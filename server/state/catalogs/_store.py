@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 import yaml
 
 Origin = Literal["directory", "api", "rollback"]
-Action = Literal["create", "update", "delete", "rollback"]
+Action = Literal["create", "update", "delete", "rollback", "import_model", "reset_model"]
 
 #: Version of the files and entries the store writes (each carries it as `format`).
 STORE_FORMAT = 1
@@ -176,6 +176,11 @@ class CatalogStore(Protocol):
 
     def audit(self, limit: int = 100, decision_point: str | None = None) -> list[AuditEvent]:
         """The newest audit events first, at most `limit`, of one decision point or all."""
+        ...
+
+    def note(self, decision_point: str, actor: str, action: Action, note: str) -> AuditEvent:
+        """Audit a change that is not a catalog version (a model imported or reset); `version` is the current
+        catalog version."""
         ...
 
 

@@ -85,8 +85,7 @@ class ModelRegistry:
         models: dict[str, ServedModel] = {}
         for name, cat in catalogs.items():
             current = self._models.get(name)
-            existing = [BuiltWith(current.fingerprint, current.spec.vw_args())] if current is not None else []
-            spec = cat.policy.learning_spec([*existing, *self.store.built(name)])
+            spec = self.spec_for(cat)
             until = cat.policy.new_action_floor.until_learned
             if current is not None and current.spec == spec:
                 current.actions.serve(cat.action_ids, until)
@@ -103,6 +102,24 @@ class ModelRegistry:
             models[name] = self._open(name, spec, cat.action_ids, until)
             models[name].baseline = cat.baseline_action
         self._models = models
+
+    def spec_for(self, catalog: Catalog) -> LearningSpec:
+        """The learning flags a catalog gets: keys it leaves unset keep the served model's flags, or else those
+        of the newest stored model they match (`PolicyConfig.learning_spec`)."""
+        current = self._models.get(catalog.name)
+        existing = [BuiltWith(current.fingerprint, current.spec.vw_args())] if current is not None else []
+        return catalog.policy.learning_spec([*existing, *self.store.built(catalog.name)])
+
+    def replace_policy(self, decision_point: str, policy: VWPolicy) -> ServedModel:
+        """Serve `policy` (imported, or fresh for a reset: same flags) as the model's next version, written at
+        once; the learned-action counts start over with it."""
+        model = self._models[decision_point]
+        old, model.policy = model.policy, policy
+        model.actions = LearnedActions.established(model.actions.catalog, model.actions.until)
+        model.learned_since_snapshot = 0
+        self.snapshot(model)
+        old.close()
+        return model
 
     def _open(self, decision_point: str, spec: LearningSpec, action_ids: Sequence[str], until: int) -> ServedModel:
         fingerprint = spec.fingerprint()

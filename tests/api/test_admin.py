@@ -1,0 +1,173 @@
+"""AdminService through a real server (embedded): catalog changes served at once, versions, optimistic
+concurrency, rollback, deletion and re-creation, model export/import/reset, the audit log, and the roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from tailor.v1 import admin_service_pb2 as apb
+from tailor.v1 import admin_service_pb2_grpc as apb_grpc
+from tailor.v1 import decision_service_pb2 as pb
+
+from ..conftest import LAYOUTS, RunningServer
+from . import code_of
+from .test_keys import write_keys
+
+Admin = apb_grpc.AdminServiceStub
+
+
+def struct(doc: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(doc)
+    return out
+
+
+def layouts(*extra: str, window: float = 60) -> dict[str, Any]:
+    actions = [{"id": a, "features": f} for a, f in LAYOUTS.items()] + [{"id": a} for a in extra]
+    return {"decision_point": "home_layout", "policy": {"reward_window_seconds": window}, "actions": actions}
+
+
+@pytest.fixture
+def admin(server: RunningServer) -> Admin:
+    return apb_grpc.AdminServiceStub(server.channel)
+
+
+def serves(server: RunningServer, action: str) -> bool:
+    try:
+        return server.client.decide("s", "home_layout", candidate_action_ids=[action]).action_id == action
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT  # not a candidate of the served catalog
+        return False
+
+
+def test_a_put_is_validated_previewed_and_served_at_once(server: RunningServer, admin: Admin) -> None:
+    [row] = admin.ListDecisionPoints(apb.ListDecisionPointsRequest()).decision_points
+    assert (row.decision_point, row.current.version, row.current.origin) == (
+        "home_layout",
+        1,
+        apb.CATALOG_ORIGIN_DIRECTORY,
+    )
+    preview = admin.PutDecisionPoint(
+        apb.PutDecisionPointRequest(catalog=struct(layouts("deals")), expected_version=1, validate_only=True)
+    )
+    assert preview.changed and preview.info.version == 2 and "+- id: deals" in preview.diff
+    assert preview.model_effect == apb.MODEL_EFFECT_KEPT
+    assert not serves(server, "deals")  # validate_only changed nothing
+    done = admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(layouts("deals")), expected_version=1))
+    assert done.changed and done.info.version == 2 and done.info.actor == "local"
+    assert serves(server, "deals")
+    again = admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(layouts("deals"))))
+    assert not again.changed and again.info.version == 2  # same content: no new version
+    got = admin.GetDecisionPoint(apb.GetDecisionPointRequest(decision_point="home_layout"))
+    assert json_format.MessageToDict(got.catalog)["actions"][-1] == {"id": "deals"} and "deals" in got.yaml
+
+
+def test_a_stale_expected_version_is_aborted_and_changes_nothing(server: RunningServer, admin: Admin) -> None:
+    admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(layouts("deals")), expected_version=1))
+    stale = apb.PutDecisionPointRequest(catalog=struct(layouts("banner")), expected_version=1)
+    with pytest.raises(grpc.RpcError) as err:
+        admin.PutDecisionPoint(stale)
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert "is at version 2, not 1" in str(err.value.details())
+    assert not serves(server, "banner")
+
+
+def test_an_invalid_catalog_names_the_field_as_the_loader_does(admin: Admin) -> None:
+    bad = layouts()
+    bad["policy"] = {"reward_window_seconds": -5}
+    with pytest.raises(grpc.RpcError) as err:
+        admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(bad)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)  # type: ignore[arg-type]  # a failed blocking call is a grpc.Call
+    assert status is not None
+    request = error_details_pb2.BadRequest()
+    status.details[0].Unpack(request)
+    [violation] = request.field_violations
+    assert violation.field == "catalog.policy.reward_window_seconds"
+    assert "greater than 0" in violation.description
+
+
+def test_rollback_delete_and_recreate(server: RunningServer, admin: Admin) -> None:
+    admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(layouts("deals"))))
+    back = admin.RollbackDecisionPoint(apb.RollbackDecisionPointRequest(decision_point="home_layout", to_version=1))
+    assert back.changed and back.info.version == 3 and back.info.origin == apb.CATALOG_ORIGIN_ROLLBACK
+    assert "-- id: deals" in back.diff and not serves(server, "deals")
+    gone = admin.DeleteDecisionPoint(apb.DeleteDecisionPointRequest(decision_point="home_layout", expected_version=3))
+    assert gone.info.deleted and gone.info.version == 4
+    assert code_of(lambda: server.client.decide("s", "home_layout")) == grpc.StatusCode.NOT_FOUND
+    again = admin.RollbackDecisionPoint(
+        apb.RollbackDecisionPointRequest(decision_point="home_layout", to_version=2, expected_version=0)
+    )
+    assert again.info.version == 5 and serves(server, "deals")
+    versions = admin.ListCatalogVersions(apb.ListCatalogVersionsRequest(decision_point="home_layout")).versions
+    assert [(v.version, v.deleted) for v in versions] == [(5, False), (4, True), (3, False), (2, False), (1, False)]
+    events = admin.ListAuditEvents(apb.ListAuditEventsRequest(decision_point="home_layout")).events
+    assert [e.action for e in events] == ["rollback", "delete", "rollback", "update", "create"]
+    missing = apb.RollbackDecisionPointRequest(decision_point="home_layout", to_version=4)  # the deletion
+    assert code_of(lambda: admin.RollbackDecisionPoint(missing)) == grpc.StatusCode.NOT_FOUND
+
+
+def test_model_export_import_and_reset(server: RunningServer, admin: Admin) -> None:
+    for i in range(30):  # learn that carousel wins
+        d = server.client.decide(f"m{i}", "home_layout")
+        server.client.report_rewards([(d.event_id, 1.0 if d.action_id == "carousel" else 0.0, f"r{i}")])
+    assert server.wait_for(lambda: server.app.models.get("home_layout").learned_since_snapshot == 30)  # type: ignore[union-attr]
+
+    def pmf(tag: str) -> dict[str, float]:
+        d = server.client.decide(f"probe-{tag}", "home_layout")
+        return {r.action_id: round(r.probability, 6) for r in d.ranking}
+
+    learned = pmf("learned")
+    assert max(learned, key=learned.__getitem__) == "carousel"
+    chunks = list(admin.ExportModel(apb.ExportModelRequest(decision_point="home_layout")))
+    exported = b"".join(c.data for c in chunks)
+    assert chunks[0].model_version.endswith(".0") and "--cb_explore_adf" in chunks[0].vw_args and exported
+    reset = admin.ResetModel(apb.ResetModelRequest(decision_point="home_layout"))
+    assert reset.model_version.endswith(".1")
+    assert pmf("reset") != learned  # a fresh model
+    imported = admin.ImportModel(
+        iter([apb.ImportModelRequest(decision_point="home_layout", data=exported[:100]),
+              apb.ImportModelRequest(data=exported[100:])])
+    )  # fmt: skip
+    assert imported.model_version.endswith(".2")
+    assert pmf("imported") == learned  # the exported weights are served again
+    junk = iter([apb.ImportModelRequest(decision_point="home_layout", data=b"not a model")])
+    assert code_of(lambda: admin.ImportModel(junk)) == grpc.StatusCode.FAILED_PRECONDITION
+    actions = [e.action for e in admin.ListAuditEvents(apb.ListAuditEventsRequest()).events]
+    assert actions[:2] == ["import_model", "reset_model"]
+
+
+def test_reads_need_observe_and_changes_admin(
+    start_server: Callable[..., RunningServer], catalog_dir: Path, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "keys.yaml"
+    write_keys(key_file, {"ops": ["admin"], "analyst": ["observe"], "storefront": ["decide"]})
+    secrets = {name: f"key-of-{name}" for name in ("ops", "analyst", "storefront")}
+    server = start_server(catalog_dir, api_keys=key_file)
+    admin = apb_grpc.AdminServiceStub(server.channel)
+
+    def as_(name: str) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {secrets[name]}"),)
+
+    listing = apb.ListDecisionPointsRequest()
+    assert (
+        code_of(lambda: admin.ListDecisionPoints(listing, metadata=as_("storefront")))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    assert admin.ListDecisionPoints(listing, metadata=as_("analyst")).decision_points
+    put = apb.PutDecisionPointRequest()  # empty: refused before any validation
+    assert code_of(lambda: admin.PutDecisionPoint(put, metadata=as_("analyst"))) == grpc.StatusCode.PERMISSION_DENIED
+    change = apb.PutDecisionPointRequest(catalog=struct(layouts("deals")))
+    assert admin.PutDecisionPoint(change, metadata=as_("ops")).info.actor == "ops"
+    [event] = admin.ListAuditEvents(apb.ListAuditEventsRequest(page_size=1), metadata=as_("analyst")).events
+    assert event.actor == "ops" and "deals" in event.diff and secrets["ops"] not in str(event)
+    decide = pb.DecideRequest(session_id="s", decision_point="home_layout", candidate_action_ids=["deals"])
+    assert server.stub.Decide(decide, metadata=as_("storefront")).action_id == "deals"
