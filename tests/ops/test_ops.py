@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.core import LearnConfig
 from server.learning import SharedLearner
+from tailor.v1 import admin_service_pb2 as apb
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import RunningServer
@@ -194,7 +195,8 @@ def test_every_metric_queried_in_ops_is_exported_by_a_live_server(server: Runnin
     # Closed label value sets: a typo in `code="INTERNAL"` or `status=~"late"` would silently never match.
     known_values = {
         "code": {code.name for code in grpc.StatusCode},
-        "method": set(pb.DESCRIPTOR.services_by_name["DecisionService"].methods_by_name),
+        "method": set(pb.DESCRIPTOR.services_by_name["DecisionService"].methods_by_name)
+        | set(apb.DESCRIPTOR.services_by_name["AdminService"].methods_by_name),
         "status": labels["tailor_rewards_total"]["status"],  # every status is exported from start-up
     }
     assert {"accepted", "duplicate", "unknown_event", "late", "invalid"} <= known_values["status"]
