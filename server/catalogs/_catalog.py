@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -185,6 +186,25 @@ class ActionSpec(BaseModel):
     id: str = Field(min_length=1, pattern=r"^\S+$", description="unique within the catalog, no whitespace")
     features: dict[str, FeatureScalar] = Field(default_factory=dict, max_length=MAX_ACTION_FEATURES)
     payload: dict[str, str] = Field(default_factory=dict, description="returned to the client when chosen")
+    active_from: AwareDatetime | None = Field(None, description="not shown before this time (RFC 3339 with offset)")
+    active_until: AwareDatetime | None = Field(None, description="not shown from this time on (RFC 3339 with offset)")
+    paused: bool = Field(False, description="not shown at all until unpaused")
+
+    @model_validator(mode="after")
+    def _window(self) -> ActionSpec:
+        if self.active_from is not None and self.active_until is not None and self.active_from >= self.active_until:
+            raise ValueError(f"active_from {self.active_from.isoformat()} must be before active_until")
+        return self
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """(from, until) as epoch seconds, infinite where open; None when always active."""
+        if self.paused:
+            return (math.inf, math.inf)
+        if self.active_from is None and self.active_until is None:
+            return None
+        start = self.active_from.timestamp() if self.active_from is not None else -math.inf
+        return (start, self.active_until.timestamp() if self.active_until is not None else math.inf)
 
     @field_validator("id")
     @classmethod
@@ -235,6 +255,29 @@ class CatalogSpec(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveActions:
+    """A catalog's actions active over [since, until): ids, VW lines and their text, index by id."""
+
+    ids: tuple[str, ...]
+    lines: tuple[str, ...]
+    text: str
+    index: Mapping[str, int]
+    since: float
+    until: float
+
+    @classmethod
+    def at(cls, catalog: Catalog, now: float) -> ActiveActions:
+        windows = catalog.windows or ()
+        picked = [i for i, (start, end) in enumerate(windows) if start <= now < end]
+        boundaries = [t for w in windows for t in w if math.isfinite(t)]
+        since = max((t for t in boundaries if t <= now), default=-math.inf)
+        until = min((t for t in boundaries if t > now), default=math.inf)
+        ids = tuple(catalog.action_ids[i] for i in picked)
+        lines = tuple(catalog.action_lines[i] for i in picked)
+        return cls(ids, lines, "\n".join(lines), {a: i for i, a in enumerate(ids)}, since, until)
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
     """A validated catalog, with each action's VW line rendered once."""
 
@@ -245,6 +288,18 @@ class Catalog:
     action_text: str  # the lines joined for VW, rendered once per catalog version
     index: Mapping[str, int]
     rules: Mapping[str, RewardRule]  # event type -> the reward rule for it
+    # Per action (from, until) in epoch seconds when any action is scheduled or paused; None: all always active.
+    windows: tuple[tuple[float, float], ...] | None = None
+    _active: list[ActiveActions] = field(default_factory=list, compare=False, repr=False)  # cached active set
+
+    def active(self, now: float) -> ActiveActions:
+        """The actions active at `now` (all of them without schedules), cached until the next boundary."""
+        cached = self._active[0] if self._active else None
+        if cached is not None and cached.since <= now < cached.until:
+            return cached
+        found = ActiveActions.at(self, now)
+        self._active[:] = [found]
+        return found
 
     @property
     def name(self) -> str:
@@ -265,6 +320,8 @@ class Catalog:
     def compile(cls, spec: CatalogSpec, source: Path) -> Catalog:
         ids = tuple(a.id for a in spec.actions)
         lines = tuple(action_line(a.id, a.features) for a in spec.actions)
+        always = (-math.inf, math.inf)
+        windows = [a.window for a in spec.actions]
         return cls(
             spec=spec,
             source=source,
@@ -273,6 +330,7 @@ class Catalog:
             action_text="\n".join(lines),
             index={a: i for i, a in enumerate(ids)},
             rules={r.event: r for r in spec.policy.reward_rules},
+            windows=None if all(w is None for w in windows) else tuple(w or always for w in windows),
         )
 
     def document(self) -> dict[str, Any]:

@@ -186,13 +186,17 @@ class DecisionService:
     def _candidates(self, catalog: Catalog, q: DecideQuery) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
         """Candidate action ids and their VW lines, in candidate order, and the lines' joined text when it
         is already rendered (the whole catalog)."""
-        if catalog.action_ids and not (q.actions or q.candidate_action_ids or q.excluded_action_ids):
+        scheduled = catalog.windows is not None and not q.actions
+        if catalog.action_ids and not (scheduled or q.actions or q.candidate_action_ids or q.excluded_action_ids):
             return catalog.action_ids, catalog.action_lines, catalog.action_text  # the common case
         text: str | None = None
         if q.actions:
             ids = tuple(a.id for a in q.actions)  # unique: checked with the request
             lines = tuple(action_line(a.id, dict(a.features)) for a in q.actions)
             index: Mapping[str, int] = {a: i for i, a in enumerate(ids)}
+        elif scheduled:  # only the actions active now (schedules, pauses); cached until the next boundary
+            active = catalog.active(time.time())
+            ids, lines, index, text = active.ids, active.lines, active.index, active.text
         else:
             ids, lines, index, text = catalog.action_ids, catalog.action_lines, catalog.index, catalog.action_text
         picked: list[int]
@@ -200,17 +204,22 @@ class DecisionService:
             unknown = [
                 FieldViolation(f"candidate_action_ids[{i}]", f"{a!r} is not a candidate of {catalog.name}")
                 for i, a in enumerate(q.candidate_action_ids)
-                if a not in index
+                if a not in index and (q.actions or a not in catalog.index)  # inactive ones are dropped below
             ]
             if unknown:
                 raise InvalidArgument(unknown)
-            picked = list(dict.fromkeys(index[a] for a in q.candidate_action_ids))
+            picked = list(dict.fromkeys(index[a] for a in q.candidate_action_ids if a in index))
         else:
             picked = list(range(len(ids)))
         if q.excluded_action_ids:
             excluded = {index[a] for a in q.excluded_action_ids if a in index}
             picked = [i for i in picked if i not in excluded]
         if not picked:
+            if scheduled:
+                raise FailedPrecondition(
+                    f"no action of {catalog.name} is a candidate now: the rest are paused or outside their "
+                    "active_from / active_until, or left out by candidate_action_ids and excluded_action_ids"
+                )
             if not ids:
                 raise FailedPrecondition(
                     f"decision point {catalog.name} has no catalog actions; supply candidates in `actions`"
