@@ -1,4 +1,4 @@
-"""The `tailor` command: serve, learn, catalog validate, keys new, and the tools (simulate, cluster).
+"""The `tailor` command: serve, learn, catalog validate, keys new, and the tools (catalog apply, simulate, cluster).
 
 Every flag falls back to its TAILOR_* environment variable, then to the default in ServeConfig.
 """
@@ -90,13 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_flags(sub.add_parser("serve", help="run the decision service"))
     _serve_flags(sub.add_parser("learn", help="run the shared learner (Redis mode)"), learner=True)
-    from server.tools import cluster, simulator
+    from server.tools import catalog_apply, cluster, simulator
 
     simulator.add_arguments(sub.add_parser("simulate", help="drive synthetic shoppers against a server"))
     cluster.add_arguments(sub.add_parser("cluster", help="run a local Redis-mode cluster under simulated load"))
     catalog = sub.add_parser("catalog", help="catalog tools").add_subparsers(dest="catalog_command", required=True)
     validate = catalog.add_parser("validate", help="validate a catalog directory; exit 1 on any error")
     validate.add_argument("directory", type=Path)
+    catalog_apply.add_arguments(catalog.add_parser("apply", help="apply a catalog directory to a running server"))
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     new = keys.add_parser("new", help="make a key: prints it once, and the entry for the --api-keys file")
     new.add_argument("--name", required=True, help="who holds the key (shown in logs and audit, never the key)")
@@ -221,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(args.log_level, args.log_format)
     except ValueError as err:  # TAILOR_LOG_LEVEL or TAILOR_LOG_FORMAT holds an unknown name
         parser.error(str(err))
+    if args.command == "catalog" and args.catalog_command == "apply":
+        from server.tools import catalog_apply
+
+        return catalog_apply.run(args)
     if args.command == "catalog":
         return _validate(args.directory)
     if args.command == "keys":

@@ -337,6 +337,10 @@ class Catalog:
         """The catalog as data, with only the keys its author set: validating it gives this catalog back,
         learning keys left unset included (they keep an existing model's flags)."""
         doc: dict[str, Any] = self.spec.model_dump(mode="json", exclude_unset=True)
+        for action in doc.get("actions", []):  # maps in the order a reader expects, whatever order they came in
+            for key in ("features", "payload"):
+                if key in action:
+                    action[key] = dict(sorted(action[key].items()))
         return doc
 
     def payload(self, action_id: str) -> Mapping[str, str]:
