@@ -235,16 +235,16 @@ class TailorServer:
             self._tasks = [asyncio.create_task(self._follow(), name="model-follower")]
         if self.keys is not None:
             self._tasks.append(asyncio.create_task(self._watch_keys(), name="key-file-watcher"))
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d (%s, %s; metrics on %s, health-only on %s), decision points: %s",
+            "serving %s on port %d (%s, %s; metrics on %s%s), decision points: %s",
             SERVICE_NAME,
             self.port,
             "TLS" + (" with client certificates" if cfg.tls_client_ca else "") if self.certificates else "plaintext",
             f"{len(self.keys)} API keys" if self.keys is not None else "no keys: " + self._unkeyed_mode(),
             self.metrics_port,
-            self.health_port,
+            f", a health-only port on {self.health_port}" if self.health_port else "",
             ", ".join(sorted(self.service.catalogs)),
             extra={
                 "event": "server_started",
