@@ -171,3 +171,25 @@ def test_reads_need_observe_and_changes_admin(
     assert event.actor == "ops" and "deals" in event.diff and secrets["ops"] not in str(event)
     decide = pb.DecideRequest(session_id="s", decision_point="home_layout", candidate_action_ids=["deals"])
     assert server.stub.Decide(decide, metadata=as_("storefront")).action_id == "deals"
+
+
+def test_live_settings_apply_to_new_decisions_and_learning_flags_start_a_new_model(
+    server: RunningServer, admin: Admin
+) -> None:
+    before = server.client.decide("s1", "home_layout")
+    shorter = layouts(window=5)
+    shorter["policy"]["aggregation"] = "max"
+    change = admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(shorter)))
+    assert change.model_effect == apb.MODEL_EFFECT_KEPT
+    after = server.client.decide("s2", "home_layout")
+    assert after.model_version == before.model_version  # the same model keeps learning
+    old, new = server.record(before.event_id), server.record(after.event_id)
+    assert old is not None and new is not None
+    assert (old.window_seconds, old.aggregation) == (60, "first")  # made under the settings of its time
+    assert (new.window_seconds, new.aggregation) == (5, "max")
+    bolder = layouts(window=5)
+    bolder["policy"]["exploration"] = {"algorithm": "epsilon_greedy", "epsilon": 0.2}
+    preview = admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(bolder), validate_only=True))
+    assert preview.model_effect == apb.MODEL_EFFECT_NEW_MODEL
+    admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(bolder)))
+    assert server.client.decide("s3", "home_layout").model_version.split(".")[0] != before.model_version.split(".")[0]
