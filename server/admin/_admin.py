@@ -126,16 +126,13 @@ class CatalogAdmin:
         return self.put(document, actor, expected_version, validate_only, origin="rollback")
 
     def delete(self, decision_point: str, actor: str, expected_version: int | None) -> CatalogVersion:
-        model = self.models.get(decision_point)
         try:
             version = self.store.delete(decision_point, actor, expected_version)
         except UnknownVersion as err:
             raise NotFound(str(err)) from None
         except VersionConflict as err:
             raise Aborted(str(err)) from None
-        if model is not None and model.learned_since_snapshot:
-            self.models.snapshot(model)  # kept on disk: re-creating the name resumes it
-        self._serve()
+        self._serve()  # the model is snapshotted as it stops being served: re-creating the name resumes it
         return version
 
     # --- models --------------------------------------------------------------------------------------

@@ -193,3 +193,27 @@ def test_live_settings_apply_to_new_decisions_and_learning_flags_start_a_new_mod
     assert preview.model_effect == apb.MODEL_EFFECT_NEW_MODEL
     admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(bolder)))
     assert server.client.decide("s3", "home_layout").model_version.split(".")[0] != before.model_version.split(".")[0]
+
+
+def test_a_rollback_across_a_learning_flags_change_brings_the_kept_model_back(
+    server: RunningServer, admin: Admin
+) -> None:
+    for i in range(40):  # learn that carousel wins
+        d = server.client.decide(f"k{i}", "home_layout")
+        server.client.report_rewards([(d.event_id, 1.0 if d.action_id == "carousel" else 0.0, f"k{i}")])
+    assert server.wait_for(lambda: server.app.models.get("home_layout").learned_since_snapshot == 40)  # type: ignore[union-attr]
+
+    def pmf(tag: str) -> dict[str, float]:
+        d = server.client.decide(f"probe-{tag}", "home_layout")
+        return {r.action_id: round(r.probability, 6) for r in d.ranking}
+
+    learned = pmf("learned")
+    other = layouts(window=60)
+    other["policy"]["learning"] = {"bits": 16}
+    assert admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(other))).model_effect == (
+        apb.MODEL_EFFECT_NEW_MODEL
+    )
+    assert pmf("fresh") != learned
+    back = admin.RollbackDecisionPoint(apb.RollbackDecisionPointRequest(decision_point="home_layout", to_version=1))
+    assert back.model_effect == apb.MODEL_EFFECT_NEW_MODEL  # another model than the one served now: the kept one
+    assert pmf("back") == learned

@@ -93,6 +93,7 @@ class ModelRegistry:
                 models[name] = current
                 continue
             if current is not None:
+                self._keep(current)
                 log.info(
                     "decision point %s: learning flags changed; starting model %s",
                     name,
@@ -101,7 +102,18 @@ class ModelRegistry:
                 )
             models[name] = self._open(name, spec, cat.action_ids, until)
             models[name].baseline = cat.baseline_action
+        for name in self._models.keys() - models.keys():  # decision points no longer served
+            self._keep(self._models[name])
         self._models = models
+
+    def _keep(self, model: ServedModel) -> None:
+        """Snapshot a model that stops being served, so serving its flags again resumes what it learned."""
+        if not model.learned_since_snapshot:
+            return  # nothing unsaved (and replicas never learn)
+        try:
+            self.snapshot(model)
+        except OSError:
+            log.exception("snapshot of %s failed as it stopped being served", model.decision_point)
 
     def spec_for(self, catalog: Catalog) -> LearningSpec:
         """The learning flags a catalog gets: keys it leaves unset keep the served model's flags, or else those
