@@ -115,30 +115,37 @@ def test_rollback_delete_and_recreate(server: RunningServer, admin: Admin) -> No
     assert code_of(lambda: admin.RollbackDecisionPoint(missing)) == grpc.StatusCode.NOT_FOUND
 
 
+def train(server: RunningServer, rounds: int) -> None:
+    """Rewarded decisions where carousel wins, all learned (and not yet snapshotted)."""
+    for i in range(rounds):
+        d = server.client.decide(f"train{i}", "home_layout")
+        server.client.report_rewards([(d.event_id, 1.0 if d.action_id == "carousel" else 0.0, f"train{i}")])
+    model = server.app.models.get("home_layout")
+    assert model is not None and server.wait_for(lambda: model.learned_since_snapshot == rounds)
+
+
+def pmf(server: RunningServer, tag: str) -> dict[str, float]:
+    """The served model's probabilities for a fresh session (they depend on the model, not on the draw)."""
+    d = server.client.decide(f"probe-{tag}", "home_layout")
+    return {r.action_id: round(r.probability, 6) for r in d.ranking}
+
+
 def test_model_export_import_and_reset(server: RunningServer, admin: Admin) -> None:
-    for i in range(30):  # learn that carousel wins
-        d = server.client.decide(f"m{i}", "home_layout")
-        server.client.report_rewards([(d.event_id, 1.0 if d.action_id == "carousel" else 0.0, f"r{i}")])
-    assert server.wait_for(lambda: server.app.models.get("home_layout").learned_since_snapshot == 30)  # type: ignore[union-attr]
-
-    def pmf(tag: str) -> dict[str, float]:
-        d = server.client.decide(f"probe-{tag}", "home_layout")
-        return {r.action_id: round(r.probability, 6) for r in d.ranking}
-
-    learned = pmf("learned")
+    train(server, 30)
+    learned = pmf(server, "learned")
     assert max(learned, key=learned.__getitem__) == "carousel"
     chunks = list(admin.ExportModel(apb.ExportModelRequest(decision_point="home_layout")))
     exported = b"".join(c.data for c in chunks)
     assert chunks[0].model_version.endswith(".0") and "--cb_explore_adf" in chunks[0].vw_args and exported
     reset = admin.ResetModel(apb.ResetModelRequest(decision_point="home_layout"))
     assert reset.model_version.endswith(".1")
-    assert pmf("reset") != learned  # a fresh model
+    assert pmf(server, "reset") != learned  # a fresh model
     imported = admin.ImportModel(
         iter([apb.ImportModelRequest(decision_point="home_layout", data=exported[:100]),
               apb.ImportModelRequest(data=exported[100:])])
     )  # fmt: skip
     assert imported.model_version.endswith(".2")
-    assert pmf("imported") == learned  # the exported weights are served again
+    assert pmf(server, "imported") == learned  # the exported weights are served again
     junk = iter([apb.ImportModelRequest(decision_point="home_layout", data=b"not a model")])
     assert code_of(lambda: admin.ImportModel(junk)) == grpc.StatusCode.FAILED_PRECONDITION
     actions = [e.action for e in admin.ListAuditEvents(apb.ListAuditEventsRequest()).events]
@@ -198,22 +205,14 @@ def test_live_settings_apply_to_new_decisions_and_learning_flags_start_a_new_mod
 def test_a_rollback_across_a_learning_flags_change_brings_the_kept_model_back(
     server: RunningServer, admin: Admin
 ) -> None:
-    for i in range(40):  # learn that carousel wins
-        d = server.client.decide(f"k{i}", "home_layout")
-        server.client.report_rewards([(d.event_id, 1.0 if d.action_id == "carousel" else 0.0, f"k{i}")])
-    assert server.wait_for(lambda: server.app.models.get("home_layout").learned_since_snapshot == 40)  # type: ignore[union-attr]
-
-    def pmf(tag: str) -> dict[str, float]:
-        d = server.client.decide(f"probe-{tag}", "home_layout")
-        return {r.action_id: round(r.probability, 6) for r in d.ranking}
-
-    learned = pmf("learned")
+    train(server, 40)
+    learned = pmf(server, "learned")
     other = layouts(window=60)
     other["policy"]["learning"] = {"bits": 16}
     assert admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(other))).model_effect == (
         apb.MODEL_EFFECT_NEW_MODEL
     )
-    assert pmf("fresh") != learned
+    assert pmf(server, "fresh") != learned
     back = admin.RollbackDecisionPoint(apb.RollbackDecisionPointRequest(decision_point="home_layout", to_version=1))
     assert back.model_effect == apb.MODEL_EFFECT_NEW_MODEL  # another model than the one served now: the kept one
-    assert pmf("back") == learned
+    assert pmf(server, "back") == learned
