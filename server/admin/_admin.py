@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from policies import VWPolicy
 from server.catalogs import Catalog, CatalogError, load_catalog_document
 from server.core import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from server.decisions import DecisionService
@@ -155,8 +156,6 @@ class CatalogAdmin:
         return served
 
     def reset_model(self, decision_point: str, actor: str) -> ServedModel:
-        from policies import VWPolicy
-
         model = self._model(decision_point)
         served = self.models.replace_policy(decision_point, VWPolicy(model.spec))
         self.store.note(decision_point, actor, "reset_model", f"model reset: {served.version} learns from scratch")
