@@ -22,15 +22,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from server.admin import CatalogAdmin, served_catalogs
+from server.admin import CatalogAdmin, LocalModels, ModelAdmin, SharedModels
 from server.api import AdminServicer, CallGuard, DecisionServicer, KeyFileError, KeyRing, ServerCertificates
-from server.catalogs import Catalog, CatalogError, load_catalog_dir
+from server.catalogs import Catalog, CatalogError, catalog_dir_fingerprint, load_catalog_dir
 from server.core import Metrics, RateLimitedLog, ServeConfig
 from server.decisions import DecisionService
 from server.learning import Learner, RewardJoiner
 from server.sessions import SessionContext
 from server.state import DecideState, EmbeddedDecideState, RedisDecideState, redis_settings_problems
-from server.state.catalogs import FileCatalogStore
+from server.state.catalogs import (
+    CatalogDirectory,
+    CatalogStore,
+    FileCatalogStore,
+    RedisCatalogStore,
+    served_catalogs,
+)
 from server.state.decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog, RedisDecisionLog
 from server.state.models import (
     FileModelStore,
@@ -48,6 +54,7 @@ from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("tailor.server")
 _follow_log = RateLimitedLog(log, seconds=10.0)
+_catalog_log = RateLimitedLog(log, seconds=10.0)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE_NAME: str = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -77,8 +84,12 @@ class TailorServer:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        catalogs = load_catalog_dir(config.catalogs)
-        self.catalog_store: FileCatalogStore | None = None
+        # Read now, so a bad catalog directory fails the start with a clear message; applied to the catalog store
+        # (the source of truth) and served from it when the server starts.
+        self._directory: dict[str, Catalog] | None = load_catalog_dir(config.catalogs)
+        self._directory_fingerprint = catalog_dir_fingerprint(config.catalogs)
+        self._catalog_epoch = -1
+        self.catalog_store: CatalogStore
         self.redis: aioredis.Redis | None = None
         self.learner: Learner | None = None
         self.session_store: SessionStore
@@ -92,6 +103,7 @@ class TailorServer:
             )
             self.models = ModelRegistry(FollowedModelStore())
             self.model_store: RedisModelStore | None = RedisModelStore(self.redis, config.redis_prefix)
+            self.catalog_store = RedisCatalogStore(self.redis, config.redis_prefix)
             redis_sessions = RedisSessionStore(self.redis, config.redis_prefix, config.session_ttl_seconds)
             redis_log = RedisDecisionLog(self.redis, config.redis_prefix, config.redis_shards)
             self.decisions, self.session_store = redis_log, redis_sessions
@@ -103,7 +115,6 @@ class TailorServer:
             self.catalog_store = FileCatalogStore(
                 config.data_dir / "catalogs", on_corrupt=lambda path, why: corrupt_catalog.inc()
             )
-            catalogs = self._through_store(catalogs)
             corrupt = self.metrics.corrupt_state.labels("snapshot")
             self.models = ModelRegistry(
                 FileModelStore(
@@ -130,8 +141,9 @@ class TailorServer:
             )
         self.joiner = RewardJoiner(self.decisions, self.metrics, config.limits.max_id_bytes)
         self.sessions = SessionContext(self.session_store, self.decisions, self.joiner, self.metrics)
+        self.directory = CatalogDirectory(self.catalog_store)
         self.service = DecisionService(
-            catalogs,
+            {},  # the catalog store's, from `start`
             self.models,
             self.decisions,
             state,
@@ -162,6 +174,7 @@ class TailorServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: Any = None
         self._stopped = asyncio.Event()
+        self._reloads: set[asyncio.Future[bool]] = set()
 
     def _count_evicted(self, record: DecisionRecord) -> None:
         self.metrics.decisions_evicted.labels(record.decision_point).inc()
@@ -181,16 +194,20 @@ class TailorServer:
         """Start serving; returns the bound gRPC port."""
         cfg = self.config
         if self.learner is not None:
+            await self.sync_catalogs()
             self._restore_pending()
         else:
             try:
+                await self.sync_catalogs()
                 await self._follow_once()  # serve the latest published models from the first decision on
                 assert self.redis is not None
                 for problem in await redis_settings_problems(self.redis):
                     log.warning("%s", problem, extra={"event": "redis_settings_warning"})
             except Exception:
+                if not self.service.catalogs and self._directory is not None:
+                    self.service.use_catalogs(self._directory)  # the catalog store's come when Redis answers
                 log.warning(
-                    "Redis unreachable at start-up: serving fresh models until it answers",
+                    "Redis unreachable at start-up: serving the catalog directory and fresh models until it answers",
                     exc_info=True,
                     extra={"event": "redis_unavailable"},
                 )
@@ -202,7 +219,12 @@ class TailorServer:
         ]
         server = grpc.aio.server(interceptors=[self.guard], options=options)
         pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.service, cfg, self.metrics), server)
-        admin = CatalogAdmin(self.catalog_store, self.service, self.models) if self.catalog_store else None
+        model_admin: ModelAdmin
+        if self.model_store is not None:
+            model_admin = SharedModels(self.models, self.model_store, cfg.model_command_timeout_seconds)
+        else:
+            model_admin = LocalModels(self.models, self.catalog_store)
+        admin = CatalogAdmin(self.catalog_store, self.service, self.models, model_admin, self.sync_catalogs)
         apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -233,6 +255,7 @@ class TailorServer:
             ]
         else:
             self._tasks = [asyncio.create_task(self._follow(), name="model-follower")]
+        self._tasks.append(asyncio.create_task(self._watch_catalogs(), name="catalog-watcher"))
         if self.keys is not None:
             self._tasks.append(asyncio.create_task(self._watch_keys(), name="key-file-watcher"))
         for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
@@ -268,7 +291,9 @@ class TailorServer:
 
     def reload(self) -> None:
         """SIGHUP: re-read the catalogs, the API key file and the TLS certificates."""
-        self.reload_catalogs()
+        task = asyncio.ensure_future(self.reload_catalogs())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
         self.reload_keys()
         if self.certificates is not None:
             self.certificates.request_reload()
@@ -441,19 +466,45 @@ class TailorServer:
             written += 1
         return written
 
-    def _through_store(self, directory: dict[str, Catalog]) -> dict[str, Catalog]:
-        """Apply the catalog directory to the store (a file changed since it was last applied makes a new
-        version); the store's current catalogs, which are what is served."""
-        store = self.catalog_store
-        if store is None:  # Redis mode: the directory is still served as it is
-            return directory
-        store.apply_directory({name: catalog.document() for name, catalog in directory.items()})
-        return served_catalogs(store)
+    async def sync_catalogs(self) -> None:
+        """Apply a new or changed catalog directory to the catalog store; serve the store's catalogs if they
+        changed (here, through AdminService, or on another replica)."""
+        if self._directory is not None:
+            for event in await self.directory.apply(self._directory):
+                self.metrics.catalog_changes.labels(event.decision_point, "directory").inc()
+            self._directory = None
+        epoch = await self.catalog_store.epoch()
+        if epoch < self._catalog_epoch:
+            # Redis lost the store (restarted without persistence, or flushed): seed it again from the directory,
+            # whichever process gets there first (changes made through AdminService since are lost with it).
+            log.warning(
+                "the catalog store went back from epoch %d to %d: it lost its state; seeding it from %s again",
+                self._catalog_epoch,
+                epoch,
+                self.config.catalogs,
+                extra={"event": "catalog_store_lost"},
+            )
+            self.directory.forget()
+            self._catalog_epoch = -1
+            self._directory = load_catalog_dir(self.config.catalogs)
+            return await self.sync_catalogs()
+        if epoch == self._catalog_epoch:
+            return
+        current = await self.catalog_store.current()
+        self.service.use_catalogs(served_catalogs(current))
+        self._catalog_epoch = epoch
+        versions = {name: v.version for name, v in current.items()}
+        log.info(
+            "serving catalogs %s",
+            versions,
+            extra={"event": "catalogs_served", "versions": versions},
+        )
 
-    def reload_catalogs(self) -> bool:
-        """Re-read the catalog directory (SIGHUP); an invalid directory keeps the current catalogs."""
+    async def reload_catalogs(self) -> bool:
+        """Re-read the catalog directory (SIGHUP, or its files changed) and apply what changed in it to the
+        catalog store; an invalid directory changes nothing."""
         try:
-            catalogs = self._through_store(load_catalog_dir(self.config.catalogs))
+            self._directory = load_catalog_dir(self.config.catalogs)
         except CatalogError as err:
             self.metrics.catalog_reloads.labels("error").inc()
             log.error(
@@ -462,14 +513,35 @@ class TailorServer:
                 extra={"event": "catalog_reload_failed", "problems": err.problems},
             )
             return False
-        self.service.use_catalogs(catalogs)
+        await self.sync_catalogs()
         self.metrics.catalog_reloads.labels("ok").inc()
         log.info(
-            "catalogs reloaded: %s",
-            ", ".join(sorted(catalogs)),
-            extra={"event": "catalogs_reloaded", "decision_points": sorted(catalogs)},
+            "catalog directory applied: %s",
+            ", ".join(sorted(self.service.catalogs)),
+            extra={"event": "catalogs_reloaded", "decision_points": sorted(self.service.catalogs)},
         )
         return True
+
+    async def _watch_catalogs(self) -> None:
+        """Kubernetes updates a mounted ConfigMap without a signal, and other replicas change the catalog store:
+        look for both every `catalog_poll_seconds`."""
+        while True:
+            await asyncio.sleep(self.config.catalog_poll_seconds)
+            try:
+                fingerprint = await asyncio.to_thread(catalog_dir_fingerprint, self.config.catalogs)
+                if fingerprint != self._directory_fingerprint:
+                    self._directory_fingerprint = fingerprint
+                    await self.reload_catalogs()
+                else:
+                    await self.sync_catalogs()
+            except Exception:  # Redis away: keep serving the catalogs loaded (a line per 10 s at most)
+                _catalog_log.log(
+                    logging.WARNING,
+                    "catalogs",
+                    "cannot read the catalog store; serving the loaded catalogs",
+                    exc_info=True,
+                    extra={"event": "redis_unavailable"},
+                )
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain RPCs, learn the queue, snapshot, persist decisions."""

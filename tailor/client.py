@@ -82,6 +82,10 @@ def _json_value(value: object, where: str) -> Any:
     return value
 
 
+#: The least deadline of model imports and resets: in Redis mode the learner applies them (up to 10 s, and a grace).
+MODEL_COMMAND_TIMEOUT = 15.0
+
+
 class TailorClient:
     """Blocking client over one channel. Errors surface as grpc.RpcError with the server's status."""
 
@@ -243,7 +247,11 @@ class TailorClient:
 
     def import_model(self, name: str, data: bytes, chunk: int = 1 << 20) -> str:
         """Serve an exported model file (same learning flags) for the decision point; returns the new model
-        version. The file travels in messages of `chunk` bytes (well under gRPC's 4 MiB message limit)."""
+        version. The file travels in messages of `chunk` bytes (well under gRPC's 4 MiB message limit).
+
+        In Redis mode the leading `tailor learn` applies it (a replica never writes a model), so the call waits
+        up to the server's TAILOR_MODEL_COMMAND_TIMEOUT_SECONDS (10 s) for it; UNAVAILABLE means no learner
+        applied it, and none will. The call's deadline is at least `MODEL_COMMAND_TIMEOUT` seconds."""
         if chunk < 1:
             raise ValueError("chunk is at least 1 byte")
 
@@ -252,13 +260,17 @@ class TailorClient:
             for start in range(chunk, len(data), chunk):
                 yield apb.ImportModelRequest(data=data[start : start + chunk])
 
-        response = self._admin.ImportModel(requests(), timeout=self.timeout, metadata=self._metadata)
+        timeout = max(self.timeout, MODEL_COMMAND_TIMEOUT)
+        response = self._admin.ImportModel(requests(), timeout=timeout, metadata=self._metadata)
         return response.model_version
 
     def reset_model(self, name: str) -> str:
-        """Replace the decision point's model with a fresh one; returns the new model version."""
+        """Replace the decision point's model with a fresh one; returns the new model version (see `import_model`
+        for how long it may take)."""
         response = self._admin.ResetModel(
-            apb.ResetModelRequest(decision_point=name), timeout=self.timeout, metadata=self._metadata
+            apb.ResetModelRequest(decision_point=name),
+            timeout=max(self.timeout, MODEL_COMMAND_TIMEOUT),
+            metadata=self._metadata,
         )
         return response.model_version
 

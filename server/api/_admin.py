@@ -16,7 +16,7 @@ import yaml
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from server.admin import CatalogAdmin, Change
-from server.core import FailedPrecondition, Metrics, invalid
+from server.core import Metrics, invalid
 from server.state.catalogs import AuditEvent, CatalogVersion
 from tailor.v1 import admin_service_pb2 as apb
 from tailor.v1 import admin_service_pb2_grpc as apb_grpc
@@ -71,21 +71,12 @@ def _expected(request: Any) -> int | None:
 
 
 class AdminServicer(apb_grpc.AdminServiceServicer):
-    def __init__(self, admin: CatalogAdmin | None, metrics: Metrics) -> None:
-        self._admin = admin
+    def __init__(self, admin: CatalogAdmin, metrics: Metrics) -> None:
+        self.admin = admin
         self.metrics = metrics
 
     def record_error(self, method: str, code: grpc.StatusCode) -> None:
         self.metrics.rpc_errors.labels(method, code.name).inc()
-
-    @property
-    def admin(self) -> CatalogAdmin:
-        if self._admin is None:
-            raise FailedPrecondition(
-                "AdminService needs the catalog store, which Redis mode does not have yet: change the catalog "
-                "directory and send SIGHUP to every replica and the learner"
-            )
-        return self._admin
 
     def _change(self, change: Change, response: type[Any]) -> Any:
         if change.changed:
@@ -108,7 +99,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
                 action_ids=list(catalog.action_ids),
                 model_version=model_version,
             )
-            for version, catalog, model_version in self.admin.decision_points()
+            for version, catalog, model_version in await self.admin.decision_points()
         ]
         return apb.ListDecisionPointsResponse(decision_points=rows)
 
@@ -118,7 +109,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
     ) -> apb.GetDecisionPointResponse:
         if request.version < 0:
             raise invalid("version", "a version is 1 or more (0: the current one)")
-        version, document = self.admin.get(_name(request.decision_point), request.version)
+        version, document = await self.admin.get(_name(request.decision_point), request.version)
         return apb.GetDecisionPointResponse(
             info=version_info(version),
             catalog=_struct(document),
@@ -133,14 +124,14 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         if not request.HasField("catalog"):
             raise invalid("catalog", "send the catalog: the keys of a catalog YAML file")
         document = _document(request.catalog)
-        change = self.admin.put(document, caller(), _expected(request), request.validate_only)
+        change = await self.admin.put(document, caller(), _expected(request), request.validate_only)
         return self._change(change, apb.PutDecisionPointResponse)  # type: ignore[no-any-return]
 
     @unary_errors
     async def DeleteDecisionPoint(
         self, request: apb.DeleteDecisionPointRequest, context: Ctx
     ) -> apb.DeleteDecisionPointResponse:
-        version = self.admin.delete(_name(request.decision_point), caller(), _expected(request))
+        version = await self.admin.delete(_name(request.decision_point), caller(), _expected(request))
         self.metrics.catalog_changes.labels(version.decision_point, "api").inc()
         return apb.DeleteDecisionPointResponse(info=version_info(version))
 
@@ -148,7 +139,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
     async def ListCatalogVersions(
         self, request: apb.ListCatalogVersionsRequest, context: Ctx
     ) -> apb.ListCatalogVersionsResponse:
-        versions = self.admin.versions(_name(request.decision_point))
+        versions = await self.admin.versions(_name(request.decision_point))
         return apb.ListCatalogVersionsResponse(versions=[version_info(v) for v in versions])
 
     @unary_errors
@@ -157,7 +148,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
     ) -> apb.RollbackDecisionPointResponse:
         if request.to_version < 1:
             raise invalid("to_version", "name a kept version (1 or more): ListCatalogVersions lists them")
-        change = self.admin.rollback(
+        change = await self.admin.rollback(
             _name(request.decision_point), request.to_version, caller(), _expected(request), request.validate_only
         )
         return self._change(change, apb.RollbackDecisionPointResponse)  # type: ignore[no-any-return]
@@ -166,8 +157,9 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
     async def ExportModel(
         self, request: apb.ExportModelRequest, context: Ctx
     ) -> AsyncIterator[apb.ExportModelResponse]:
-        model, data = self.admin.export_model(_name(request.decision_point))
-        first = apb.ExportModelResponse(model_version=model.version, vw_args=model.spec.vw_args())
+        model = await self.admin.model_admin.export(_name(request.decision_point))
+        data = model.data
+        first = apb.ExportModelResponse(model_version=model.version, vw_args=model.vw_args)
         for start in range(0, max(len(data), 1), CHUNK_BYTES):
             chunk = data[start : start + CHUNK_BYTES]
             if start == 0:
@@ -191,19 +183,19 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
             parts.append(chunk.data)
         if not parts or not b"".join(parts):
             raise invalid("data", "send the model file exported by ExportModel")
-        model = self.admin.import_model(_name(name), b"".join(parts), caller())
-        return apb.ImportModelResponse(model_version=model.version)
+        version = await self.admin.model_admin.import_(_name(name), b"".join(parts), caller(), context.time_remaining())
+        return apb.ImportModelResponse(model_version=version)
 
     @unary_errors
     async def ResetModel(self, request: apb.ResetModelRequest, context: Ctx) -> apb.ResetModelResponse:
-        model = self.admin.reset_model(_name(request.decision_point), caller())
-        return apb.ResetModelResponse(model_version=model.version)
+        version = await self.admin.model_admin.reset(_name(request.decision_point), caller(), context.time_remaining())
+        return apb.ResetModelResponse(model_version=version)
 
     @unary_errors
     async def ListAuditEvents(self, request: apb.ListAuditEventsRequest, context: Ctx) -> apb.ListAuditEventsResponse:
         if not 0 <= request.page_size <= MAX_AUDIT_PAGE:
             raise invalid("page_size", f"between 1 and {MAX_AUDIT_PAGE} (0: 100)")
-        events = self.admin.audit(request.decision_point, request.page_size or 100)
+        events = await self.admin.audit(request.decision_point, request.page_size or 100)
         return apb.ListAuditEventsResponse(events=[_event(e) for e in events])
 
 

@@ -9,6 +9,8 @@ feature encoding off the Decide path for catalog actions.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -392,6 +394,16 @@ def load_catalog_document(doc: Any, source: Path) -> Catalog:
         fields = list(_violations(err))
         raise CatalogError([f"{source}: {where}: {what}" for where, what in fields], fields) from None
     return Catalog.compile(spec, source)
+
+
+def catalog_dir_fingerprint(directory: Path) -> str:
+    """A hash of the catalog files' names and bytes: it changes when a file that `load_catalog_dir` reads does."""
+    digest = hashlib.sha256()
+    if directory.is_dir():
+        for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()):
+            with contextlib.suppress(OSError):  # a file replaced under us: the next look sees the new one
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def load_catalog_dir(directory: Path) -> dict[str, Catalog]:

@@ -60,6 +60,12 @@ class ServeConfig(BaseSettings):
     redis_prefix: str = Field("tailor", description="key prefix in Redis")
     redis_shards: int = Field(16, ge=1, le=1024, description="decision-log shards (hash tags); same on every process")
     model_poll_seconds: float = Field(0.5, gt=0, description="Redis mode: how often replicas look for new models")
+    catalog_poll_seconds: float = Field(
+        0.5, gt=0, description="how often the catalog directory (and in Redis mode the catalog store) is checked"
+    )
+    model_command_timeout_seconds: float = Field(
+        10.0, gt=0, description="Redis mode: how long a model import or reset waits for the learner to apply it"
+    )
     redis_timeout_seconds: float = Field(0.5, gt=0, description="a Redis call slower than this counts as a failure")
     snapshot_interval_seconds: float = Field(30.0, gt=0, description="how often changed models are snapshotted")
     snapshot_idle_seconds: float = Field(
@@ -113,5 +119,8 @@ class LearnConfig(BaseSettings):
     publish_interval_seconds: float = Field(1.0, gt=0, description="how often changed models are published")
     lease_seconds: float = Field(5.0, gt=0, description="leadership lease; a standby takes over after it lapses")
     batch: int = Field(500, ge=1, description="learn-stream entries read per round trip")
+    catalog_poll_seconds: float = Field(
+        0.5, gt=0, description="how often the catalog store and the catalog directory are checked for changes"
+    )
 
     _redis_url = field_validator("redis_url")(_check_redis_url)

@@ -6,6 +6,11 @@ streams, and publishes snapshots of every changed model together with the stream
 A new leader starts from the published models and replays the streams from the published offsets, so
 a crash anywhere loses nothing and learns nothing twice; entries are trimmed only once a published
 model covers them.
+
+It learns the catalogs of the catalog store (which its catalog directory seeds, as every replica's does)
+and follows the store's changes within a poll (`catalog_poll_seconds`): a changed catalog is published
+for, then its model is kept, resumed or started by its learning flags. It also applies the model commands
+(import, reset) that replicas queue through AdminService, publishing each result with the model.
 """
 
 from __future__ import annotations
@@ -21,11 +26,19 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from policies import VWPolicy
-from server.catalogs import Catalog, CatalogError, load_catalog_dir
+from server.catalogs import Catalog, CatalogError, catalog_dir_fingerprint, load_catalog_dir
 from server.core import LearnConfig, Metrics, RateLimitedLog, Unavailable
 from server.state import redis_settings_problems
+from server.state.catalogs import AuditEvent, CatalogDirectory, RedisCatalogStore, served_catalogs
 from server.state.decision_log import LearnEntry, RedisDecisionLog
-from server.state.models import LearnedActions, RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
+from server.state.models import (
+    LearnedActions,
+    ModelCommand,
+    RedisModelStore,
+    Snapshot,
+    policy_bytes,
+    policy_from_bytes,
+)
 
 from ._learner import learn_example
 from ._lease import LeaderLease
@@ -56,10 +69,16 @@ class SharedLearner:
         self._limited = RateLimitedLog(log, seconds=10.0)
         self._published = RateLimitedLog(log, seconds=30.0)  # a publish a second under load: one line per 30 s
         self.leader = Gauge("tailor_learner_leader", "1 while this learner holds the lease.", registry=self.registry)
-        self.catalogs: dict[str, Catalog] = load_catalog_dir(config.catalogs)
+        self._directory_catalogs: dict[str, Catalog] | None = load_catalog_dir(config.catalogs)  # to apply
+        self._directory_fingerprint = catalog_dir_fingerprint(config.catalogs)
         self.client = aioredis.Redis.from_url(config.redis_url)
         self.decisions = RedisDecisionLog(self.client, config.redis_prefix, config.redis_shards)
         self.store = RedisModelStore(self.client, config.redis_prefix)
+        self.catalog_store = RedisCatalogStore(self.client, config.redis_prefix)
+        self.directory = CatalogDirectory(self.catalog_store)
+        self.catalogs: dict[str, Catalog] = {}  # the store's, as of `self._catalog_epoch`
+        self._catalog_versions: dict[str, int] = {}
+        self._catalog_epoch = -1
         self.lease = LeaderLease(self.client, self.store.leader_key, config.lease_seconds)
         self.models: dict[str, _Model] = {}
         self.offsets: dict[str, str] = {}
@@ -88,7 +107,8 @@ class SharedLearner:
         self._waiting = (waiting, oldest)
 
     def request_reload(self) -> None:
-        """Re-read the catalogs (SIGHUP) at the next turn of the learning loop, after publishing what is learned."""
+        """Re-read the catalog directory (SIGHUP) and apply what changed in it to the store, at the next turn of
+        the loop; the store's catalogs are then learned like any change of the store."""
         self._reload = True
 
     def start_metrics(self) -> None:
@@ -115,7 +135,9 @@ class SharedLearner:
                     await asyncio.wait_for(stop.wait(), timeout=_RETRY_SECONDS)
 
     async def _term(self, stop: asyncio.Event) -> None:
-        """Try for the lease once; lead until it is lost or `stop` is set."""
+        """Apply the catalog directory if it is new or changed; try for the lease once; lead until it is lost
+        or `stop` is set."""
+        await self._directory_turn()
         if await self.lease.acquire():
             log.info("leading (token %s)", self.lease.token[:8], extra={"event": "leader_acquired"})
             self.leader.set(1)
@@ -130,10 +152,11 @@ class SharedLearner:
                 await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.config.lease_seconds / 3))
 
     async def _lead(self, stop: asyncio.Event) -> None:
+        await self._read_catalogs()
         await self._load_published()
         self._read_since_trim = {}
         renew_every = self.config.lease_seconds / 3
-        last_renew = last_publish = last_close = last_lag = time.monotonic()
+        last_renew = last_publish = last_close = last_lag = last_poll = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
             if now - last_renew >= renew_every:
@@ -143,6 +166,9 @@ class SharedLearner:
                 last_renew = now
             if now - last_close >= _CLOSE_EVERY_SECONDS:  # windows close on time to within 0.1 s
                 await self.decisions.close_windows(time.time())
+                if not await self._run_commands():
+                    log.warning("publish refused: no longer the leader", extra={"event": "leader_lost"})
+                    return
                 last_close = now
             if now - last_lag >= _LAG_EVERY_SECONDS:
                 await self.measure_lag()
@@ -150,13 +176,15 @@ class SharedLearner:
             entries = await self.decisions.read_learnable(self.offsets, self.config.batch)
             for entry in entries:
                 self._learn(entry)
-            if self._reload:
-                self._reload = False
-                if not await self.publish():
-                    log.warning("publish refused: no longer the leader", extra={"event": "leader_lost"})
-                    return
-                self._reload_catalogs()
-                await self._load_published()  # models for the new catalogs, from what was just published
+            if now - last_poll >= self.config.catalog_poll_seconds:
+                last_poll = now
+                await self._directory_turn()
+                if await self.catalog_store.epoch() != self._catalog_epoch:
+                    if not await self.publish():
+                        log.warning("publish refused: no longer the leader", extra={"event": "leader_lost"})
+                        return
+                    await self._read_catalogs()
+                    await self._load_published()  # models for the new catalogs, from what was just published
             if now - last_publish >= self.config.publish_interval_seconds:
                 if not await self.publish():
                     log.warning("publish refused: no longer the leader", extra={"event": "leader_lost"})
@@ -170,41 +198,134 @@ class SharedLearner:
         log.info("released the lease", extra={"event": "leader_released"})
 
     async def _load_published(self) -> None:
-        """Start from the published models and the offsets they cover (fresh models where none match)."""
+        """Start from the published models and the offsets they cover; a catalog whose learning flags are those
+        of a kept model (rolled back across a flags change) resumes that one; fresh models for the rest."""
         published = await self.store.published()
+        kept = await self.store.kept()
         self.offsets = await self.store.offsets()
+        for previous in self.models.values():
+            previous.policy.close()
         self.models = {}
         for name, catalog in self.catalogs.items():
             model = published.get(name)
+            stored = ([model] if model is not None else []) + kept.get(name, [])
             # Keys the catalog leaves unset keep the published model's flags: an upgrade resumes it.
-            spec = catalog.policy.learning_spec([model.built_with] if model is not None else [])
+            spec = catalog.policy.learning_spec([m.built_with for m in stored])
             fingerprint = spec.fingerprint()
-            blob = await self.store.blob(model) if model and model.fingerprint == fingerprint else None
+            source = next((m for m in stored if m.fingerprint == fingerprint), None)
+            blob = await self.store.blob(source) if source is not None else None
             ids, until = catalog.action_ids, catalog.policy.new_action_floor.until_learned
-            if model is not None and blob is not None:
-                actions = LearnedActions.from_doc(model.actions, ids, until)
-                policy, seq = policy_from_bytes(spec, blob), model.seq
+            if source is not None and blob is not None:
+                actions = LearnedActions.from_doc(source.actions, ids, until)
+                policy, seq = policy_from_bytes(spec, blob), source.seq
             else:
                 policy, seq, actions = VWPolicy(spec), 0, LearnedActions.established(ids, until)
-            self.models[name] = _Model(name, fingerprint, policy, seq, actions, catalog.baseline_action)
+            served = _Model(name, fingerprint, policy, seq, actions, catalog.baseline_action)
+            if source is not None and source is not model:
+                served.changed = 1  # a kept model comes back: publish it so the replicas serve it too
+            self.models[name] = served
         seqs = {m.decision_point: m.seq for m in self.models.values()}
         log.info("resuming from %s", seqs, extra={"event": "models_loaded", "seqs": seqs})
 
-    def _reload_catalogs(self) -> None:
+    def _read_directory(self) -> None:
+        """Re-read the catalog directory (SIGHUP); an invalid one is not applied."""
         try:
-            self.catalogs = load_catalog_dir(self.config.catalogs)
+            self._directory_catalogs = load_catalog_dir(self.config.catalogs)
         except CatalogError as err:
+            self.metrics.catalog_reloads.labels("error").inc()
             log.error(
-                "catalog reload failed; keeping the current catalogs: %s",
+                "catalog reload failed; the catalog store keeps its catalogs: %s",
                 "; ".join(err.problems),
                 extra={"event": "catalog_reload_failed", "problems": err.problems},
             )
+
+    async def _directory_turn(self) -> None:
+        """Apply the catalog directory to the store if it is new (start), or was changed or SIGHUP asked."""
+        fingerprint = catalog_dir_fingerprint(self.config.catalogs)
+        if self._reload or fingerprint != self._directory_fingerprint:
+            self._reload = False
+            self._directory_fingerprint = fingerprint
+            self._read_directory()
+        if self._directory_catalogs is None:
             return
+        events = await self.directory.apply(self._directory_catalogs)
+        self._directory_catalogs = None
+        self.metrics.catalog_reloads.labels("ok").inc()
+        for event in events:
+            self.metrics.catalog_changes.labels(event.decision_point, "directory").inc()
+
+    async def _read_catalogs(self) -> None:
+        """Learn the catalog store's current catalogs."""
+        epoch = await self.catalog_store.epoch()
+        if epoch < self._catalog_epoch:  # Redis lost the store: seed it again (as the replicas do)
+            log.warning(
+                "the catalog store lost its state; seeding it from the catalog directory again",
+                extra={"event": "catalog_store_lost"},
+            )
+            self.directory.forget()
+            self._reload = True
+            await self._directory_turn()
+            epoch = await self.catalog_store.epoch()
+        current = await self.catalog_store.current()
+        self.catalogs = served_catalogs(current)
+        self._catalog_versions = {name: v.version for name, v in current.items()}
+        self._catalog_epoch = epoch
         log.info(
-            "catalogs reloaded: %s",
-            ", ".join(sorted(self.catalogs)),
+            "learning the catalogs %s",
+            self._catalog_versions,
             extra={"event": "catalogs_reloaded", "decision_points": sorted(self.catalogs)},
         )
+
+    async def _run_commands(self) -> bool:
+        """Apply the model commands queued since the published offset, then publish at once with their results;
+        False if the publish was refused (no longer the leader)."""
+        key = self.store.commands_key
+        commands, now = await self.store.commands(self.offsets.get(key, "0"))
+        if not commands:
+            return True
+        results: dict[str, dict[str, object]] = {}
+        events: list[dict[str, object]] = []
+        for command in commands:
+            self.offsets[key] = command.entry_id
+            if now > command.deadline:
+                continue  # its caller has been told it was not applied
+            outcome = self._apply_command(command)
+            results[command.token] = outcome
+            if "version" in outcome:
+                version = self._catalog_versions.get(command.decision_point, 0)
+                note = str(outcome.pop("note"))
+                event = AuditEvent(now, command.actor, command.action, command.decision_point, version, "", note)  # type: ignore[arg-type]
+                events.append(event.to_json())
+        return await self.publish(results, events)
+
+    def _apply_command(self, command: ModelCommand) -> dict[str, object]:
+        model, catalog = self.models.get(command.decision_point), self.catalogs.get(command.decision_point)
+        if model is None or catalog is None:
+            return {"error": f"decision point {command.decision_point!r} is not served any more"}
+        spec = model.policy.spec
+        if command.action == "import_model":
+            try:
+                policy = policy_from_bytes(spec, command.data)
+            except Exception:
+                return {"error": f"the data is not a VW model of these learning flags ({spec.vw_args()})"}
+            note = f"model {model.fingerprint}.{model.seq + 1} imported ({len(command.data)} bytes)"
+        elif command.action == "reset_model":
+            policy = VWPolicy(spec)
+            note = f"model reset: {model.fingerprint}.{model.seq + 1} learns from scratch"
+        else:
+            return {"error": f"unknown model command {command.action!r}"}
+        model.policy.close()
+        model.policy = policy
+        model.actions = LearnedActions.established(catalog.action_ids, catalog.policy.new_action_floor.until_learned)
+        model.changed += 1
+        log.info(
+            "%s: %s by %s",
+            command.decision_point,
+            note,
+            command.actor,
+            extra={"event": "model_command", "decision_point": command.decision_point, "action": command.action},
+        )
+        return {"version": f"{model.fingerprint}.{model.seq + 1}", "note": note}
 
     def _learn(self, entry: LearnEntry) -> None:
         self.offsets[entry.stream] = entry.entry_id
@@ -216,10 +337,13 @@ class SharedLearner:
             model.changed += 1
             model.actions.learned(entry.record.decision.action_id)
 
-    async def publish(self) -> bool:
-        """Publish every changed model with the offsets it covers; then trim what they cover."""
+    async def publish(
+        self, results: dict[str, dict[str, object]] | None = None, events: list[dict[str, object]] | None = None
+    ) -> bool:
+        """Publish every changed model with the offsets it covers (and model commands' results and audit events);
+        then trim what they cover."""
         changed = [m for m in self.models.values() if m.changed]
-        if not changed:
+        if not changed and not results:
             return True
         started = time.perf_counter()
         snapshots = [
@@ -233,9 +357,10 @@ class SharedLearner:
             )
             for m in changed
         ]
-        if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets)):
+        audit = (self.catalog_store.keys["audit"], self.catalog_store.audit_kept, events or [])
+        if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets), results, audit):
             return False
-        each = (time.perf_counter() - started) / len(changed)
+        each = (time.perf_counter() - started) / max(1, len(changed))
         for m in changed:
             m.seq += 1
             m.changed = 0

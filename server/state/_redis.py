@@ -34,6 +34,12 @@ def hash_tag(value: str) -> str:
     return "{" + value.translate(_TAG_ESCAPES) + "}"
 
 
+def control_tag(prefix: str) -> str:
+    """The hash-tagged stem of the control-plane keys (published models, learn offsets, the leader lease, the
+    catalog store, model commands): small, rarely written, and in one slot so one script may touch them all."""
+    return f"{prefix}:{{m}}"
+
+
 class SessionKeys:
     """The keys of one session: aggregates, cart, categories, seen event ids, open decisions, shown."""
 

@@ -1,23 +1,33 @@
-"""AdminService through a real server (embedded): catalog changes served at once, versions, optimistic
-concurrency, rollback, deletion and re-creation, model export/import/reset, the audit log, and the roles."""
+"""AdminService through a real server, in both backends (embedded; a Redis-mode replica with `tailor learn`'s
+learner on a private redis-server): catalog changes served at once, versions, optimistic concurrency,
+rollback, deletion and re-creation, model export/import/reset, the audit log, and the roles."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import redis
 from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from server.core import LearnConfig
+from server.learning import SharedLearner
 from tailor.v1 import admin_service_pb2 as apb
 from tailor.v1 import admin_service_pb2_grpc as apb_grpc
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import LAYOUTS, RunningServer
+from ..redis_server import RedisServer
 from . import code_of
 from .test_keys import write_keys
 
@@ -35,9 +45,85 @@ def layouts(*extra: str, window: float = 60) -> dict[str, Any]:
     return {"decision_point": "home_layout", "policy": {"reward_window_seconds": window}, "actions": actions}
 
 
+class RunningLearner:
+    """`tailor learn`'s SharedLearner on its own event loop thread (the subprocess is tested in tests/app)."""
+
+    def __init__(self, config: LearnConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def create() -> tuple[SharedLearner, asyncio.Event]:
+            return SharedLearner(config), asyncio.Event()
+
+        self.learner, self.stop_event = asyncio.run_coroutine_threadsafe(create(), self.loop).result(30)
+        self.task = asyncio.run_coroutine_threadsafe(self.learner.run(self.stop_event), self.loop)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.task.result(30)
+        asyncio.run_coroutine_threadsafe(self.learner.close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def server(
+    request: pytest.FixtureRequest, start_server: Callable[..., RunningServer], catalog_dir: Path
+) -> Iterator[RunningServer]:
+    """The server AdminService is called on: embedded, or a Redis-mode replica with a leading learner."""
+    if request.param == "embedded":
+        yield start_server(catalog_dir)
+        return
+    redis_server: RedisServer = request.getfixturevalue("module_redis")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    learner = RunningLearner(
+        LearnConfig(
+            catalogs=catalog_dir,
+            redis_url=redis_server.url,
+            redis_prefix=prefix,
+            metrics_port=None,
+            publish_interval_seconds=0.2,
+            catalog_poll_seconds=0.1,
+        )
+    )
+    replica = start_server(
+        catalog_dir, redis_url=redis_server.url, redis_prefix=prefix, model_poll_seconds=0.1, catalog_poll_seconds=0.1
+    )
+    assert replica.wait_for(lambda: learner.learner.leader._value.get() == 1, timeout=10)
+    yield replica
+    replica.stop()
+    learner.stop()
+
+
 @pytest.fixture
 def admin(server: RunningServer) -> Admin:
     return apb_grpc.AdminServiceStub(server.channel)
+
+
+def redis_mode(server: RunningServer) -> bool:
+    return server.app.redis is not None
+
+
+def served_version(server: RunningServer) -> str:
+    model = server.app.models.get("home_layout")
+    assert model is not None
+    return model.version
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll a predicate from the test's thread (one that calls the server cannot run on its loop)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def serving(server: RunningServer, version: str) -> bool:
+    """Wait until the server serves this model version (at once embedded; a Redis replica follows a publish)."""
+    return server.wait_for(lambda: served_version(server) == version, timeout=10)
 
 
 def serves(server: RunningServer, action: str) -> bool:
@@ -116,12 +202,33 @@ def test_rollback_delete_and_recreate(server: RunningServer, admin: Admin) -> No
 
 
 def train(server: RunningServer, rounds: int) -> None:
-    """Rewarded decisions where carousel wins, all learned (and not yet snapshotted)."""
+    """Rewarded decisions where carousel wins, all learned and served (embedded: not yet snapshotted; Redis
+    mode: published by the learner and followed by the replica)."""
+    before = served_version(server)
     for i in range(rounds):
         d = server.client.decide(f"train{i}", "home_layout")
         server.client.report_rewards([(d.event_id, 1.0 if d.action_id == "carousel" else 0.0, f"train{i}")])
     model = server.app.models.get("home_layout")
-    assert model is not None and server.wait_for(lambda: model.learned_since_snapshot == rounds)
+    assert model is not None
+    if not redis_mode(server):
+        assert server.wait_for(lambda: model.learned_since_snapshot == rounds)
+        return
+
+    raw = redis.Redis.from_url(server.config.redis_url or "", decode_responses=True)
+    tag = f"{server.config.redis_prefix}:{{m}}"
+
+    def learned_and_followed() -> bool:
+        """Every learn-stream entry is covered by the published offsets, and the replica serves that model."""
+        last = {k: raw.xinfo_stream(k)["last-generated-id"] for k in raw.scan_iter(f"{tag[:-4]}:*:learn")}
+        offsets = raw.hgetall(f"{tag}:offsets")
+        meta = raw.hget(f"{tag}:models", "home_layout")
+        if meta is None or any(offsets.get(k) != v for k, v in last.items()):
+            return False
+        published = json.loads(meta)
+        return served_version(server) == f"{published['fingerprint']}.{published['seq']}" != before
+
+    assert server.wait_for(learned_and_followed, timeout=15)
+    raw.close()
 
 
 def pmf(server: RunningServer, tag: str) -> dict[str, float]:
@@ -136,15 +243,19 @@ def test_model_export_import_and_reset(server: RunningServer, admin: Admin) -> N
     assert max(learned, key=learned.__getitem__) == "carousel"
     chunks = list(admin.ExportModel(apb.ExportModelRequest(decision_point="home_layout")))
     exported = b"".join(c.data for c in chunks)
-    assert chunks[0].model_version.endswith(".0") and "--cb_explore_adf" in chunks[0].vw_args and exported
+    version = served_version(server)
+    assert chunks[0].model_version == version and "--cb_explore_adf" in chunks[0].vw_args and exported
+    fingerprint, seq = version.split(".")
     reset = admin.ResetModel(apb.ResetModelRequest(decision_point="home_layout"))
-    assert reset.model_version.endswith(".1")
+    assert reset.model_version == f"{fingerprint}.{int(seq) + 1}"
+    assert serving(server, reset.model_version)
     assert pmf(server, "reset") != learned  # a fresh model
     imported = admin.ImportModel(
         iter([apb.ImportModelRequest(decision_point="home_layout", data=exported[:100]),
               apb.ImportModelRequest(data=exported[100:])])
     )  # fmt: skip
-    assert imported.model_version.endswith(".2")
+    assert imported.model_version == f"{fingerprint}.{int(seq) + 2}"
+    assert serving(server, imported.model_version)
     assert pmf(server, "imported") == learned  # the exported weights are served again
     junk = iter([apb.ImportModelRequest(decision_point="home_layout", data=b"not a model")])
     assert code_of(lambda: admin.ImportModel(junk)) == grpc.StatusCode.FAILED_PRECONDITION
@@ -206,7 +317,7 @@ def test_a_rollback_across_a_learning_flags_change_brings_the_kept_model_back(
     server: RunningServer, admin: Admin
 ) -> None:
     train(server, 40)
-    learned = pmf(server, "learned")
+    learned, version = pmf(server, "learned"), served_version(server)
     other = layouts(window=60)
     other["policy"]["learning"] = {"bits": 16}
     assert admin.PutDecisionPoint(apb.PutDecisionPointRequest(catalog=struct(other))).model_effect == (
@@ -215,4 +326,5 @@ def test_a_rollback_across_a_learning_flags_change_brings_the_kept_model_back(
     assert pmf(server, "fresh") != learned
     back = admin.RollbackDecisionPoint(apb.RollbackDecisionPointRequest(decision_point="home_layout", to_version=1))
     assert back.model_effect == apb.MODEL_EFFECT_NEW_MODEL  # another model than the one served now: the kept one
-    assert pmf(server, "back") == learned
+    assert server.wait_for(lambda: served_version(server).split(".")[0] == version.split(".")[0], timeout=10)
+    assert eventually(lambda: pmf(server, "back") == learned)

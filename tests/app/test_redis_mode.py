@@ -9,16 +9,19 @@ themselves when it returns.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
 import redis
+from google.protobuf import json_format
 
 from server.core import LearnConfig
 from server.learning import SharedLearner
@@ -366,3 +369,83 @@ def test_the_leader_reports_what_waits_for_it_and_catches_up(cluster: Cluster) -
             await learner.close()
 
     asyncio.run(scenario())
+
+
+def with_deals(version_doc: dict[str, object]) -> dict[str, object]:
+    doc = dict(version_doc)
+    doc["actions"] = [*doc["actions"], {"id": "deals", "features": {"style": "deals"}}]  # type: ignore[misc]
+    return doc
+
+
+def test_a_catalog_change_on_one_replica_reaches_the_other_and_the_learner_and_one_of_two_edits_wins(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.replica(), cluster.replica()
+    learner = cluster.learner()
+    current = a.client.get_decision_point("home_layout")
+    assert current.info.version == 1  # two replicas and a learner applied one ConfigMap: one version
+    assert [e.action for e in b.client.list_audit_events()] == ["create"]
+    document = json_format.MessageToDict(current.catalog)
+    first = a.client.decide("before", "home_layout")
+    b.client.report_rewards([(first.event_id, 1.0, "r")])
+    assert eventually(lambda: learner.sample("tailor_model_snapshots_total") >= 1)  # a model is published
+    put = a.client.put_decision_point(with_deals(document), expected_version=1)
+    started = time.monotonic()
+    assert put.changed and put.info.version == 2 and put.info.actor == "local"
+
+    def b_serves_deals() -> bool:
+        try:
+            return b.client.decide("s", "home_layout", candidate_action_ids=["deals"]).action_id == "deals"
+        except grpc.RpcError:
+            return False
+
+    assert eventually(b_serves_deals, timeout=5)
+    assert time.monotonic() - started < 2.0  # the brief: every replica switches within 2 seconds
+    # The learner learns the new catalog: a rewarded `deals` decision counts for `deals` in the published model.
+    assert eventually(lambda: "learning the catalogs {'home_layout': 2}" in learner.log_path.read_text(), timeout=2)
+    d = b.client.decide("learn-deals", "home_layout", candidate_action_ids=["deals"])
+    a.client.report_rewards([(d.event_id, 1.0, "r")])
+
+    def published_deals() -> int:
+        client = cluster.redis.client()
+        meta = client.hget(f"{cluster.prefix}:{{m}}:models", "home_layout")
+        client.close()
+        return int(json.loads(meta)["actions"]["counts"].get("deals", 0)) if meta else 0
+
+    assert eventually(lambda: published_deals() == 1)
+    # Two marketers edit version 2 at once, on different replicas: one wins, the other is ABORTED.
+    edits = [(a, "banner"), (b, "popup")]
+
+    def edit(replica: ServeProcess, action: str) -> object:
+        doc = with_deals(document)
+        doc["actions"] = [*doc["actions"], {"id": action}]  # type: ignore[misc]
+        try:
+            return replica.client.put_decision_point(doc, expected_version=2).info.version
+        except grpc.RpcError as err:
+            return err.code()
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda e: edit(*e), edits))
+    assert sorted(outcomes, key=str) == sorted([3, grpc.StatusCode.ABORTED], key=str)
+    assert [v.version for v in b.client.list_catalog_versions("home_layout")] == [3, 2, 1]
+    # Model commands go to the learner: a reset through b is published, and a serves it.
+    reset = b.client.reset_model("home_layout")
+    assert eventually(lambda: a.client.decide("probe", "home_layout").model_version == reset, timeout=5)
+    assert b.client.list_audit_events(page_size=1)[0].action == "reset_model"
+    assert learner.sample("tailor_learner_leader") == 1
+
+
+def test_a_model_command_without_a_learner_is_unavailable_and_never_applied_later(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAILOR_MODEL_COMMAND_TIMEOUT_SECONDS", "0.5")
+    replica = cluster.replica()
+    before = replica.client.decide("s", "home_layout").model_version
+    with pytest.raises(grpc.RpcError) as err:
+        replica.client.reset_model("home_layout")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "tailor learn" in str(err.value.details())
+    learner = cluster.learner()  # it finds the command past its deadline: skipped
+    assert eventually(lambda: learner.sample("tailor_learner_leader") == 1)
+    time.sleep(1.0)
+    assert replica.client.decide("s2", "home_layout").model_version == before
+    assert [e.action for e in replica.client.list_audit_events()] == ["create"]

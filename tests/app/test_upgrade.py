@@ -93,7 +93,7 @@ def test_new_defaults_reach_new_decision_points_and_leave_existing_models_alone(
     assert new.seq == 0
 
     # A reload (SIGHUP) of the same catalogs keeps both models as they are.
-    assert server.call(server.app.reload_catalogs)
+    assert server.run(server.app.reload_catalogs())
     after = server.call(lambda: (server.app.models.get("home_layout"), server.app.models.get("cart_offer")))
     assert after == (existing, new)
 

@@ -39,7 +39,7 @@ def test_a_new_catalog_action_is_explored_until_the_model_has_learned_it(
     assert server.metric("tailor_actions_under_floor", {"decision_point": "home_layout"}) == 0  # a model's own
 
     write_catalog(catalogs, "home_layout", THREE, new_action_floor=FLOOR)
-    assert server.call(server.app.reload_catalogs)
+    assert server.run(server.app.reload_catalogs())
     assert server.metric("tailor_actions_under_floor", {"decision_point": "home_layout"}) == 1
     floored = [probability(server, "editorial", f"new-{i}") for i in range(5)]
     assert min(floored) >= 0.2 - 1e-9  # its VW score alone would give it far less
@@ -63,7 +63,7 @@ def test_the_counts_travel_with_the_snapshot(tmp_path: Path, start_server: Calla
     first = start_server(catalogs)
     train_towards_grid(first, 30)
     write_catalog(catalogs, "home_layout", THREE, new_action_floor=FLOOR)
-    assert first.call(first.app.reload_catalogs)
+    assert first.run(first.app.reload_catalogs())
     d = first.client.decide("once", "home_layout", candidate_action_ids=["editorial"])
     first.client.report_rewards([(d.event_id, 0.0, "r")])
     assert first.wait_for(lambda: len(first.app.learner or []) == 0)
@@ -88,7 +88,7 @@ def test_request_supplied_actions_are_never_floored(tmp_path: Path, start_server
     write_catalog(catalogs, "home_layout", TWO, new_action_floor=FLOOR)
     server = start_server(catalogs)
     write_catalog(catalogs, "home_layout", THREE, new_action_floor=FLOOR)
-    assert server.call(server.app.reload_catalogs)
+    assert server.run(server.app.reload_catalogs())
     for i in range(5):
         server.client.decide(f"s{i}", "home_layout", actions={"p1": {"price": 10}, "editorial": {"style": "x"}})
     assert server.metric("tailor_decisions_floored_total", {"decision_point": "home_layout"}) == 0
@@ -102,5 +102,5 @@ def test_raising_the_threshold_never_floors_a_models_own_actions(
     write_catalog(catalogs, "home_layout", TWO, new_action_floor=FLOOR)
     server = start_server(catalogs)
     write_catalog(catalogs, "home_layout", THREE, new_action_floor={"probability": 0.2, "until_learned": 500})
-    assert server.call(server.app.reload_catalogs)
+    assert server.run(server.app.reload_catalogs())
     assert server.metric("tailor_actions_under_floor", {"decision_point": "home_layout"}) == 1  # editorial only

@@ -9,31 +9,15 @@ one JSON object per line, the newest `audit_kept` kept. A version file that cann
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .._files import fsync_dir, read_json, write_json_atomic
-from ._store import (
-    DIRECTORY_ACTOR,
-    STORE_FORMAT,
-    Action,
-    AuditEvent,
-    CatalogVersion,
-    Origin,
-    UnknownVersion,
-    VersionConflict,
-    content_hash,
-    diff,
-    now,
-)
-
-log = logging.getLogger("tailor.catalogs")
+from ._store import STORE_FORMAT, AuditEvent, CatalogStore, CatalogVersion, DirectoryChange, log
 
 
-class FileCatalogStore:
+class FileCatalogStore(CatalogStore):
     """`CatalogStore` on files; one process owns the data directory (as for model snapshots)."""
 
     def __init__(
@@ -64,17 +48,13 @@ class FileCatalogStore:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    def _latest(self, decision_point: str) -> CatalogVersion | None:
-        versions = self._versions.get(decision_point)
-        return versions[-1] if versions else None
-
-    def current(self) -> dict[str, CatalogVersion]:
+    async def current(self) -> dict[str, CatalogVersion]:
         return {name: versions[-1] for name, versions in self._versions.items() if versions[-1].document is not None}
 
-    def history(self, decision_point: str) -> list[CatalogVersion]:
+    async def history(self, decision_point: str) -> list[CatalogVersion]:
         return list(self._versions.get(decision_point, []))
 
-    def audit(self, limit: int = 100, decision_point: str | None = None) -> list[AuditEvent]:
+    async def audit(self, limit: int = 100, decision_point: str | None = None) -> list[AuditEvent]:
         if not self._audit_path.exists():
             return []
         events: list[AuditEvent] = []
@@ -87,101 +67,44 @@ class FileCatalogStore:
                 events.append(event)
         return events[::-1][:limit]
 
-    # --- changes -----------------------------------------------------------------------------------
+    async def directory(self) -> dict[str, str]:
+        return dict(self._applied)
 
-    def put(
+    async def epoch(self) -> int:
+        return sum(len(versions) for versions in self._versions.values())
+
+    async def _latest(self, decision_point: str) -> CatalogVersion | None:
+        versions = self._versions.get(decision_point)
+        return versions[-1] if versions else None
+
+    # --- the one write -----------------------------------------------------------------------------
+
+    async def _commit(
         self,
-        document: dict[str, Any],
-        actor: str,
-        origin: Origin = "api",
-        expected_version: int | None = None,
-        note: str = "",
-    ) -> CatalogVersion:
-        name = str(document["decision_point"])
-        latest = self._latest(name)
-        current = latest if latest is not None and latest.document is not None else None
-        self._check(name, current, expected_version)
-        sha = content_hash(document)
-        if current is not None and current.sha256 == sha:
-            return current
-        action: Action = "rollback" if origin == "rollback" else "update" if current is not None else "create"
-        return self._write(name, document, sha, origin, actor, action, note)
-
-    def delete(self, decision_point: str, actor: str, expected_version: int | None = None) -> CatalogVersion:
-        latest = self._latest(decision_point)
-        if latest is None or latest.document is None:
-            raise UnknownVersion(f"decision point {decision_point!r} does not exist")
-        self._check(decision_point, latest, expected_version)
-        return self._write(decision_point, None, "", "api", actor, "delete", "")
-
-    def rollback(
-        self, decision_point: str, to_version: int, actor: str, expected_version: int | None = None
-    ) -> CatalogVersion:
-        kept = next((v for v in self._versions.get(decision_point, []) if v.version == to_version), None)
-        if kept is None or kept.document is None:
-            raise UnknownVersion(f"{decision_point} has no version {to_version} with a catalog to roll back to")
-        return self.put(kept.document, actor, "rollback", expected_version, note=f"back to version {to_version}")
-
-    def apply_directory(self, documents: dict[str, dict[str, Any]]) -> list[AuditEvent]:
-        before = self._audit_lines
-        for name, document in sorted(documents.items()):
-            sha = content_hash(document)
-            if self._applied.get(name) == sha:
-                continue  # the file has not changed since it was applied: later API edits stand
-            latest = self._latest(name)
-            note = ""
-            if latest is not None and latest.document is not None and latest.origin != "directory":
-                note = f"the catalog file changed: replaces version {latest.version} ({latest.origin}, {latest.actor})"
-            self.put(document, DIRECTORY_ACTOR, "directory", note=note)
-            self._applied[name] = sha
-        for name in sorted(set(self._applied) - set(documents)):
-            latest = self._latest(name)
-            if latest is not None and latest.document is not None and latest.origin == "directory":
-                self._write(name, None, "", "directory", DIRECTORY_ACTOR, "delete", "its catalog file was removed")
-            del self._applied[name]
-        write_json_atomic(self.root / "directory.json", {"format": STORE_FORMAT, "applied": self._applied})
-        return self.audit(self._audit_lines - before)
-
-    def note(self, decision_point: str, actor: str, action: Action, note: str) -> AuditEvent:
-        latest = self._latest(decision_point)
-        event = AuditEvent(now(), actor, action, decision_point, latest.version if latest else 0, "", note)
-        self._append_audit(event)
-        return event
-
-    # --- internals ---------------------------------------------------------------------------------
-
-    def _check(self, name: str, current: CatalogVersion | None, expected: int | None) -> None:
-        at = current.version if current is not None and current.document is not None else 0
-        if expected is not None and expected != at:
-            raise VersionConflict(name, expected, at)
-
-    def _write(
-        self,
-        name: str,
-        document: dict[str, Any] | None,
-        sha: str,
-        origin: Origin,
-        actor: str,
-        action: Action,
-        note: str,
-    ) -> CatalogVersion:
-        latest = self._latest(name)
-        previous = latest.document if latest is not None else None
-        version = CatalogVersion(name, (latest.version if latest else 0) + 1, document, sha, origin, actor, now())
-        folder = self.root / name
-        folder.mkdir(exist_ok=True)
-        write_json_atomic(folder / f"{version.version:010d}.json", version.to_json())
-        self._versions.setdefault(name, []).append(version)
-        self._append_audit(AuditEvent(version.at, actor, action, name, version.version, diff(previous, document), note))
-        log.info(
-            "catalog %s: %s, version %d by %s",
-            name,
-            action,
-            version.version,
-            actor,
-            extra={"event": "catalog_changed", "decision_point": name, "version": version.version, "actor": actor},
-        )
-        return version
+        decision_point: str,
+        base: int | None,
+        version: CatalogVersion | None,
+        event: AuditEvent | None,
+        applied: DirectoryChange | None = None,
+    ) -> bool:
+        latest = await self._latest(decision_point)
+        if base is not None and base != (latest.version if latest is not None else 0):
+            return False  # one process owns the folder: only a caller's own stale read gets here
+        if version is not None:
+            folder = self.root / decision_point
+            folder.mkdir(exist_ok=True)
+            write_json_atomic(folder / f"{version.version:010d}.json", version.to_json())
+            self._versions.setdefault(decision_point, []).append(version)
+        if event is not None:
+            self._append_audit(event)
+        if applied is not None:
+            name, sha = applied
+            if sha is None:
+                self._applied.pop(name, None)
+            else:
+                self._applied[name] = sha
+            write_json_atomic(self.root / "directory.json", {"format": STORE_FORMAT, "applied": self._applied})
+        return True
 
     def _append_audit(self, event: AuditEvent) -> None:
         with self._audit_path.open("a") as f:

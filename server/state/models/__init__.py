@@ -9,15 +9,27 @@ Imports: `server.catalogs`, `server.core`, `policies`; nothing above state.
 
 from ._actions import ACTIONS_FORMAT, ESTABLISHED, LearnedActions
 from ._files import FileModelStore, FollowedModelStore
-from ._redis import PublishedModel, RedisModelStore, Snapshot, policy_bytes, policy_from_bytes
+from ._redis import (
+    COMMAND_FORMAT,
+    COMMAND_GRACE_SECONDS,
+    ModelCommand,
+    PublishedModel,
+    RedisModelStore,
+    Snapshot,
+    policy_bytes,
+    policy_from_bytes,
+)
 from ._registry import ModelRegistry, ModelStore, ServedModel
 
 __all__ = [
     "ACTIONS_FORMAT",
+    "COMMAND_FORMAT",
+    "COMMAND_GRACE_SECONDS",
     "ESTABLISHED",
     "FileModelStore",
     "FollowedModelStore",
     "LearnedActions",
+    "ModelCommand",
     "ModelRegistry",
     "ModelStore",
     "PublishedModel",

@@ -4,13 +4,22 @@ All model keys share one hash tag (`{m}`), so a snapshot of every decision point
 learn-stream offsets it covers, is published in one MULTI, and only by the current leader (the script
 checks the leadership token). A new learner leader loads the published models and replays the streams
 from the published offsets, so each decision's effect is in the model exactly once.
+
+`<prefix>:{m}:kept` keeps the newest published model of every set of flags a decision point was learned
+with (its blob is never trimmed), so a catalog rolled back across a learning-flags change resumes that
+model. `<prefix>:{m}:commands` is the stream of model commands (import, reset) that replicas queue for the
+leading learner; the learner applies each once, publishes the result with the model (the command's offset
+is among the published offsets, so a new leader neither skips nor repeats one), and writes the command's
+result (`<prefix>:{m}:result:<token>`, kept an hour) and audit event in the same script.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,25 +28,56 @@ import redis.asyncio as aioredis
 
 from policies import BuiltWith, LearningSpec, VWPolicy
 
+from .._redis import control_tag
+
 _PUBLISH = """
-local leader_key, models, offsets = KEYS[1], KEYS[2], KEYS[3]
-local token, keep = ARGV[1], tonumber(ARGV[2])
+local leader_key, models, offsets, kept_models, audit = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local token, keep, audit_kept = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('GET', leader_key) ~= token then return 0 end
-local n = tonumber(ARGV[3])
-local i = 4
-for _ = 1, n do
-  local point, meta, blob_key, blob, old_key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+local snapshots, results, events = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local i = 7
+for _ = 1, snapshots do
+  local point, meta, blob_key, blob = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local old_key, kept = ARGV[i + 4], ARGV[i + 5]
   redis.call('SET', blob_key, blob)
   redis.call('HSET', models, point, meta)
+  redis.call('HSET', kept_models, kept, meta)
   if old_key ~= '' then redis.call('DEL', old_key) end
-  i = i + 5
+  i = i + 6
 end
+for _ = 1, results do
+  redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', 3600)
+  i = i + 2
+end
+for _ = 1, events do
+  redis.call('LPUSH', audit, ARGV[i])
+  i = i + 1
+end
+if events > 0 then redis.call('LTRIM', audit, 0, audit_kept - 1) end
 while i <= #ARGV do
   redis.call('HSET', offsets, ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 return 1
 """
+
+#: Version of the entries of the model-command stream (`<prefix>:{m}:commands`).
+COMMAND_FORMAT = 1
+#: A caller waits this much past a command's deadline for the learner's publish.
+COMMAND_GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCommand:
+    """A model change for the leading learner to apply: `import_model` (with the model file) or `reset_model`."""
+
+    entry_id: str
+    token: str  # names the result
+    decision_point: str
+    action: str
+    actor: str
+    deadline: float  # Redis server time after which the command must not be applied
+    data: bytes
 
 
 #: Version of the JSON kept per decision point in the models hash. 1 added `vw_args` and `actions` (the
@@ -96,10 +136,13 @@ class RedisModelStore:
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
-        tag = f"{prefix}:{{m}}"
+        tag = control_tag(prefix)
         self.models_key = tag + ":models"
         self.offsets_key = tag + ":offsets"
         self.leader_key = tag + ":leader"
+        self.kept_key = tag + ":kept"  # "<decision point>|<fingerprint>" -> meta: the newest model of each flags
+        self.commands_key = tag + ":commands"
+        self._result_prefix = tag + ":result:"
         self._blob_prefix = tag + ":blob:"
         self._publish = client.register_script(_PUBLISH)
 
@@ -109,14 +152,7 @@ class RedisModelStore:
     async def published(self) -> dict[str, PublishedModel]:
         """The published model of every decision point (one round trip; replicas poll it)."""
         raw: dict[Any, Any] = await self.client.hgetall(self.models_key)
-        out: dict[str, PublishedModel] = {}
-        for key, value in raw.items():
-            point = key.decode() if isinstance(key, bytes) else key
-            meta = json.loads(value)
-            out[point] = PublishedModel(
-                point, meta["fingerprint"], meta["seq"], meta["saved_at"], meta.get("vw_args"), meta.get("actions")
-            )
-        return out
+        return {_text(key): _published(_text(key), value) for key, value in raw.items()}
 
     async def blob(self, model: PublishedModel) -> bytes | None:
         data: Any = await self.client.get(self.blob_key(model.decision_point, model.fingerprint, model.seq))
@@ -126,9 +162,30 @@ class RedisModelStore:
         raw: dict[Any, Any] = await self.client.hgetall(self.offsets_key)
         return {_text(k): _text(v) for k, v in raw.items()}
 
-    async def publish(self, token: str, snapshots: list[Snapshot], offsets: dict[str, str]) -> bool:
-        """Publish snapshots and the stream offsets they cover, atomically, if `token` still leads."""
-        args: list[Any] = [token, self.KEEP, len(snapshots)]
+    async def kept(self) -> dict[str, list[PublishedModel]]:
+        """By decision point, the newest model of each set of flags it was ever learned with, newest first."""
+        raw: dict[Any, Any] = await self.client.hgetall(self.kept_key)
+        out: dict[str, list[PublishedModel]] = {}
+        for key, value in raw.items():
+            point = _text(key).split("|", 1)[0]
+            out.setdefault(point, []).append(_published(point, value))
+        for models in out.values():
+            models.sort(key=lambda m: m.saved_at, reverse=True)
+        return out
+
+    async def publish(
+        self,
+        token: str,
+        snapshots: list[Snapshot],
+        offsets: dict[str, str],
+        results: dict[str, dict[str, Any]] | None = None,
+        audit: tuple[str, int, list[dict[str, Any]]] | None = None,
+    ) -> bool:
+        """Publish snapshots and the stream offsets they cover, atomically, if `token` still leads; with them
+        the results of model commands (by token) and audit events (the catalog store's list, its bound)."""
+        results = results or {}
+        audit_key, audit_kept, events = audit if audit is not None else (self.models_key + ":no-audit", 1, [])
+        args: list[Any] = [token, self.KEEP, audit_kept, len(snapshots), len(results), len(events)]
         now = time.time()
         for s in snapshots:
             meta = json.dumps(
@@ -142,11 +199,79 @@ class RedisModelStore:
                 }
             )
             old = self.blob_key(s.decision_point, s.fingerprint, s.seq - self.KEEP) if s.seq > self.KEEP else ""
-            args += [s.decision_point, meta, self.blob_key(s.decision_point, s.fingerprint, s.seq), s.blob, old]
+            blob_key = self.blob_key(s.decision_point, s.fingerprint, s.seq)
+            args += [s.decision_point, meta, blob_key, s.blob, old, f"{s.decision_point}|{s.fingerprint}"]
+        for result_token, result in results.items():
+            args += [self._result_prefix + result_token, json.dumps(result)]
+        args += [json.dumps(event, separators=(",", ":")) for event in events]
         for stream, entry_id in offsets.items():
             args += [stream, entry_id]
-        keys = [self.leader_key, self.models_key, self.offsets_key]
+        keys = [self.leader_key, self.models_key, self.offsets_key, self.kept_key, audit_key]
         return bool(await self._publish(keys=keys, args=args))
+
+    # --- model commands (AdminService in Redis mode) -------------------------------------------------
+
+    async def run_command(
+        self, decision_point: str, action: str, actor: str, data: bytes, timeout_seconds: float
+    ) -> dict[str, Any] | None:
+        """Queue a command for the leading learner and wait for its result (None: not applied, and it never
+        will be: the learner skips a command past its deadline)."""
+        token = uuid.uuid4().hex
+        deadline = await self._server_time() + timeout_seconds
+        fields = {
+            "format": COMMAND_FORMAT,
+            "token": token,
+            "decision_point": decision_point,
+            "action": action,
+            "actor": actor,
+            "deadline": repr(deadline),
+            "data": data,
+        }
+        await self.client.xadd(self.commands_key, fields)  # type: ignore[arg-type]
+        while True:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.get(self._result_prefix + token)
+                pipe.time()
+                raw, (seconds, micros) = await pipe.execute()
+            if raw is not None:
+                result: dict[str, Any] = json.loads(raw)
+                return result
+            if seconds + micros / 1e6 > deadline + COMMAND_GRACE_SECONDS:
+                return None
+            await asyncio.sleep(0.05)
+
+    async def commands(self, after: str) -> tuple[list[ModelCommand], float]:
+        """Commands queued after stream id `after` ("0": all kept), and Redis's time now."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.commands_key, min=f"({after}" if after != "0" else "-", count=100)
+            pipe.time()
+            entries, (seconds, micros) = await pipe.execute()
+        out = []
+        for entry_id, raw in entries:
+            f = {_text(k): v for k, v in raw.items()}
+            out.append(
+                ModelCommand(
+                    _text(entry_id),
+                    _text(f["token"]),
+                    _text(f["decision_point"]),
+                    _text(f["action"]),
+                    _text(f["actor"]),
+                    float(_text(f["deadline"])),
+                    bytes(f.get("data", b"")),
+                )
+            )
+        return out, seconds + micros / 1e6
+
+    async def _server_time(self) -> float:
+        seconds, micros = await self.client.time()
+        return float(seconds) + micros / 1e6
+
+
+def _published(point: str, value: Any) -> PublishedModel:
+    meta = json.loads(value)
+    return PublishedModel(
+        point, meta["fingerprint"], meta["seq"], meta["saved_at"], meta.get("vw_args"), meta.get("actions")
+    )
 
 
 def _text(value: bytes | str) -> str:
