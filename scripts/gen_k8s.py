@@ -83,7 +83,9 @@ def render() -> dict[str, str]:
         "configMapGenerator": [
             {
                 "name": "tailor-catalogs",
-                "options": {"labels": {"app.kubernetes.io/component": "catalogs"}},
+                # A stable name: an update reaches the mounted directory of every running pod, which applies it to
+                # the catalog store (no pod restarts; a hash-suffixed name would roll every pod instead).
+                "options": {"disableNameSuffixHash": True, "labels": {"app.kubernetes.io/component": "catalogs"}},
                 "files": [f"catalogs/{p.name}" for p in catalogs],
             }
         ],

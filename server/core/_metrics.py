@@ -195,6 +195,13 @@ class Metrics:
             ["decision_point", "origin"],
             registry=registry,
         )
+        self.model_commands = Counter(
+            "tailor_model_commands_total",
+            "Redis mode, `tailor learn`: model imports and resets queued by replicas, by result: applied, "
+            "rejected (not a model of the flags, or the decision point is gone), expired (no learner took it in time).",
+            ["action", "result"],
+            registry=registry,
+        )
 
         for what in ("snapshot", "pending_decision", "catalog"):
             self.corrupt_state.labels(what)

@@ -288,8 +288,10 @@ class SharedLearner:
         for command in commands:
             self.offsets[key] = command.entry_id
             if now > command.deadline:
+                self.metrics.model_commands.labels(command.action, "expired").inc()
                 continue  # its caller has been told it was not applied
             outcome = self._apply_command(command)
+            self.metrics.model_commands.labels(command.action, "applied" if "version" in outcome else "rejected").inc()
             results[command.token] = outcome
             if "version" in outcome:
                 version = self._catalog_versions.get(command.decision_point, 0)

@@ -284,6 +284,9 @@ def test_the_catalogs_configmap_holds_the_repositorys_catalogs(overlay: str) -> 
     [config_map] = objects(overlay, "ConfigMap")
     repo = {p.name: yaml.safe_load(p.read_text()) for p in sorted((REPO / "catalogs").glob("*.yaml"))}
     assert {k: yaml.safe_load(v) for k, v in config_map["data"].items()} == repo
+    # A stable name: an update reaches running pods' mounted directory, which they apply to the catalog store.
+    assert config_map["metadata"]["name"].endswith("tailor-catalogs")
+    assert len(list(containers(overlay))) == (2 if overlay == "redis" else 1)  # the learner mounts it too
     for deployment, container in containers(overlay):
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == env(container)["TAILOR_CATALOGS"]["value"]]
