@@ -16,6 +16,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from server import ServeConfig, TailorServer
+from server.core import LearnConfig
+from server.learning import SharedLearner
 from server.state.decision_log import DecisionRecord
 from server.tools.launcher import ServeProcess as Launched
 from tailor import TailorClient
@@ -110,6 +112,28 @@ class RunningServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+class RunningLearner:
+    """`tailor learn`'s SharedLearner on its own event loop thread (the subprocess is tested in tests/app)."""
+
+    def __init__(self, config: LearnConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def create() -> tuple[SharedLearner, asyncio.Event]:
+            return SharedLearner(config), asyncio.Event()
+
+        self.learner, self.stop_event = asyncio.run_coroutine_threadsafe(create(), self.loop).result(30)
+        self.task = asyncio.run_coroutine_threadsafe(self.learner.run(self.stop_event), self.loop)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.task.result(30)
+        asyncio.run_coroutine_threadsafe(self.learner.close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

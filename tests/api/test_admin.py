@@ -4,9 +4,7 @@ rollback, deletion and re-creation, model export/import/reset, the audit log, an
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,12 +19,11 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from server.core import LearnConfig
-from server.learning import SharedLearner
 from tailor.v1 import admin_service_pb2 as apb
 from tailor.v1 import admin_service_pb2_grpc as apb_grpc
 from tailor.v1 import decision_service_pb2 as pb
 
-from ..conftest import LAYOUTS, RunningServer
+from ..conftest import LAYOUTS, RunningLearner, RunningServer
 from ..redis_server import RedisServer
 from . import code_of
 from .test_keys import write_keys
@@ -43,28 +40,6 @@ def struct(doc: dict[str, Any]) -> struct_pb2.Struct:
 def layouts(*extra: str, window: float = 60) -> dict[str, Any]:
     actions = [{"id": a, "features": f} for a, f in LAYOUTS.items()] + [{"id": a} for a in extra]
     return {"decision_point": "home_layout", "policy": {"reward_window_seconds": window}, "actions": actions}
-
-
-class RunningLearner:
-    """`tailor learn`'s SharedLearner on its own event loop thread (the subprocess is tested in tests/app)."""
-
-    def __init__(self, config: LearnConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-        async def create() -> tuple[SharedLearner, asyncio.Event]:
-            return SharedLearner(config), asyncio.Event()
-
-        self.learner, self.stop_event = asyncio.run_coroutine_threadsafe(create(), self.loop).result(30)
-        self.task = asyncio.run_coroutine_threadsafe(self.learner.run(self.stop_event), self.loop)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.task.result(30)
-        asyncio.run_coroutine_threadsafe(self.learner.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(params=["embedded", "redis"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.core import ServeConfig
+from server.core import LearnConfig, ServeConfig
 from tailor.v1 import admin_service_pb2 as apb
 from tailor.v1 import admin_service_pb2_grpc as apb_grpc
 from tailor.v1 import decision_service_pb2 as pb
 
-from ..conftest import LAYOUTS, RunningServer, write_catalog
+from ..conftest import LAYOUTS, RunningLearner, RunningServer, write_catalog
+from ..redis_server import RedisServer
 
 C = grpc.StatusCode
 DEFINED = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED, C.OUT_OF_RANGE}
@@ -303,18 +305,29 @@ def catalogs(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(scope="module")
-def admin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A server of its own: fuzzed changes may really replace or delete its catalogs."""
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def admin_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server of its own: fuzzed changes may really replace or delete its catalogs. Both backends: embedded,
+    and a Redis-mode replica with a learner (which applies the model commands)."""
     root = tmp_path_factory.mktemp("hostile-admin")
     catalogs_dir = root / "catalogs"
     catalogs_dir.mkdir()
     write_catalog(catalogs_dir, "home_layout", LAYOUTS)
-    running = RunningServer(
-        ServeConfig(catalogs=catalogs_dir, host="127.0.0.1", port=0, metrics_port=None, data_dir=root / "data")
+    config = ServeConfig(catalogs=catalogs_dir, host="127.0.0.1", port=0, metrics_port=None, data_dir=root / "data")
+    if request.param == "embedded":
+        running = RunningServer(config)
+        yield running
+        running.stop()
+        return
+    redis_server: RedisServer = request.getfixturevalue("module_redis")
+    prefix = f"fuzz{uuid.uuid4().hex[:6]}"
+    learner = RunningLearner(
+        LearnConfig(catalogs=catalogs_dir, redis_url=redis_server.url, redis_prefix=prefix, metrics_port=None)
     )
+    running = RunningServer(config.model_copy(update={"redis_url": redis_server.url, "redis_prefix": prefix}))
     yield running
     running.stop()
+    learner.stop()
 
 
 def assert_admin_defined(outcome: tuple[grpc.StatusCode, str]) -> None:

@@ -159,6 +159,14 @@ def test_redis_mode_keeps_the_model_the_previous_release_published(
     assert (meta["format"], meta["fingerprint"], meta["seq"]) == (1, MODEL_0_1, 2)
     assert "-q ca -q sa -b 12" in meta["vw_args"]
     assert meta["actions"] == {"format": 1, "counts": dict.fromkeys(("grid", "carousel", "editorial"), ESTABLISHED)}
+    # The catalog store is new in Redis: the previous release's directory seeded it, one version each (the
+    # replica and the learner both applied it), and the resumed model is kept for its flags.
+    current = {k: json.loads(v) for k, v in client.hgetall(f"{prefix}:{{m}}:cat:current").items()}
+    expected = {p.stem for p in catalogs.glob("*.yaml")}
+    assert {k: (v["format"], v["version"], v["origin"]) for k, v in current.items()} == dict.fromkeys(
+        expected, (1, 1, "directory")
+    )
+    assert client.hexists(f"{prefix}:{{m}}:kept", f"home_layout|{MODEL_0_1}")
     client.close()
     raw.close()
 
