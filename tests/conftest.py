@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -128,6 +129,9 @@ class RunningLearner:
         self.learner, self.stop_event = asyncio.run_coroutine_threadsafe(create(), self.loop).result(30)
         self.task = asyncio.run_coroutine_threadsafe(self.learner.run(self.stop_event), self.loop)
 
+    def leading(self) -> bool:
+        return self.learner.registry.get_sample_value("tailor_learner_leader") == 1
+
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.task.result(30)
@@ -178,6 +182,41 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
 @pytest.fixture
 def server(start_server: Callable[..., RunningServer], catalog_dir: Path) -> RunningServer:
     return start_server(catalog_dir)
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def start_any(
+    request: pytest.FixtureRequest, start_server: Callable[..., RunningServer]
+) -> Iterator[Callable[..., RunningServer]]:
+    """Factory for the suites that run over both backends: start_any(catalogs=DIR, **overrides) -> an embedded
+    server, or a Redis-mode replica (on the module's private redis-server, a prefix of its own) with a
+    leading learner on the same catalogs; stopped at teardown."""
+    learners: list[RunningLearner] = []
+
+    def start(catalogs: Path, **overrides: Any) -> RunningServer:
+        if request.param == "embedded":
+            return start_server(catalogs, **overrides)
+        redis_server: RedisServer = request.getfixturevalue("module_redis")
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        learner = RunningLearner(
+            LearnConfig(
+                catalogs=catalogs,
+                redis_url=redis_server.url,
+                redis_prefix=prefix,
+                metrics_port=None,
+                publish_interval_seconds=0.2,
+                catalog_poll_seconds=0.1,
+            )
+        )
+        learners.append(learner)
+        polls = {"model_poll_seconds": 0.1, "catalog_poll_seconds": 0.1}
+        replica = start_server(catalogs, redis_url=redis_server.url, redis_prefix=prefix, **polls, **overrides)
+        assert replica.wait_for(lambda: learner.leading(), timeout=10)
+        return replica
+
+    yield start
+    for learner in learners:
+        learner.stop()
 
 
 def fv(value: str | float) -> pb.FeatureValue:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,11 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from server.core import LearnConfig
 from tailor.v1 import admin_service_pb2 as apb
 from tailor.v1 import admin_service_pb2_grpc as apb_grpc
 from tailor.v1 import decision_service_pb2 as pb
 
-from ..conftest import LAYOUTS, RunningLearner, RunningServer
-from ..redis_server import RedisServer
+from ..conftest import LAYOUTS, RunningServer
 from . import code_of
 from .test_keys import write_keys
 
@@ -42,33 +39,10 @@ def layouts(*extra: str, window: float = 60) -> dict[str, Any]:
     return {"decision_point": "home_layout", "policy": {"reward_window_seconds": window}, "actions": actions}
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def server(
-    request: pytest.FixtureRequest, start_server: Callable[..., RunningServer], catalog_dir: Path
-) -> Iterator[RunningServer]:
+@pytest.fixture
+def server(start_any: Callable[..., RunningServer], catalog_dir: Path) -> RunningServer:
     """The server AdminService is called on: embedded, or a Redis-mode replica with a leading learner."""
-    if request.param == "embedded":
-        yield start_server(catalog_dir)
-        return
-    redis_server: RedisServer = request.getfixturevalue("module_redis")
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    learner = RunningLearner(
-        LearnConfig(
-            catalogs=catalog_dir,
-            redis_url=redis_server.url,
-            redis_prefix=prefix,
-            metrics_port=None,
-            publish_interval_seconds=0.2,
-            catalog_poll_seconds=0.1,
-        )
-    )
-    replica = start_server(
-        catalog_dir, redis_url=redis_server.url, redis_prefix=prefix, model_poll_seconds=0.1, catalog_poll_seconds=0.1
-    )
-    assert replica.wait_for(lambda: learner.learner.leader._value.get() == 1, timeout=10)
-    yield replica
-    replica.stop()
-    learner.stop()
+    return start_any(catalog_dir)
 
 
 @pytest.fixture

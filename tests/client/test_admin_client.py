@@ -34,6 +34,12 @@ def with_action(document: dict[str, Any], action: str) -> dict[str, Any]:
     return {**document, "actions": [*document["actions"], {"id": action, "features": {"style": action}}]}
 
 
+@pytest.fixture
+def server(start_any: Callable[..., RunningServer], catalog_dir: Path) -> RunningServer:
+    """Both backends: embedded, and a Redis-mode replica with a learner."""
+    return start_any(catalog_dir)
+
+
 def test_catalogs_are_read_changed_rolled_back_and_deleted(server: RunningServer) -> None:
     client = server.client
     [row] = client.list_decision_points()
@@ -92,7 +98,8 @@ def _pmf(client: TailorClient, tag: str) -> dict[str, float]:
     return {r.action_id: round(r.probability, 6) for r in d.ranking}
 
 
-def test_models_export_import_and_reset(server: RunningServer) -> None:
+def test_models_export_import_and_reset(start_server: Callable[..., RunningServer], catalog_dir: Path) -> None:
+    server = start_server(catalog_dir)  # embedded (tests/api/test_admin.py runs the model commands in both)
     client = server.client
     for i in range(30):  # teach it that carousel wins
         d = client.decide(f"m{i}", "home_layout")

@@ -38,7 +38,7 @@ def picks(server: RunningServer, n: int = 40, **kwargs: Any) -> set[str]:
 
 
 def test_only_active_actions_are_served_and_a_window_opens_and_closes_by_itself(
-    start_server: Callable[..., RunningServer], folder: Path
+    start_any: Callable[..., RunningServer], folder: Path
 ) -> None:
     write(
         folder,
@@ -49,7 +49,7 @@ def test_only_active_actions_are_served_and_a_window_opens_and_closes_by_itself(
             {"id": "soon", "active_from": stamp(1.0), "active_until": stamp(2.5)},
         ],
     )
-    server = start_server(folder)
+    server = start_any(folder)
     assert picks(server) == {"always"}
     # named candidates that are inactive are dropped; only when none remains is it FAILED_PRECONDITION
     assert picks(server, candidate_action_ids=["paused", "always"]) == {"always"}

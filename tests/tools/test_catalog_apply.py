@@ -24,6 +24,12 @@ OFFERS = {"free_shipping": {"kind": "shipping"}, "ten_off": {"kind": "discount"}
 
 
 @pytest.fixture
+def server(start_any: Callable[..., RunningServer], catalog_dir: Path) -> RunningServer:
+    """Both backends: embedded, and a Redis-mode replica with a learner."""
+    return start_any(catalog_dir)
+
+
+@pytest.fixture
 def edited(tmp_path: Path) -> Path:
     """The marketer's directory: home_layout with a new action `deals`."""
     folder = tmp_path / "edited"
