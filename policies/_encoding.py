@@ -21,7 +21,9 @@ the escaping stays one-to-one, and ``=`` in keys so that ``key=value`` cannot be
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from collections.abc import Iterable, Mapping
 from math import isfinite
 
@@ -102,3 +104,71 @@ def shared_line(context: str, session: str = "") -> str:
     if session:
         line += f" |{SESSION_NAMESPACE} {session}"
     return line
+
+
+def _f32(x: float) -> float:
+    """x rounded to the nearest float32 (as a Python float)."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def _pow10_table() -> tuple[list[float], list[float]]:
+    """VW's `fast_pow10` lookup tables: 10^n by repeated float32 products, 10^-n by repeated float32 quotients."""
+    up, down = [1.0], [1.0]
+    for _ in range(38):  # FLT_MAX_10_EXP
+        up.append(_f32(up[-1] * 10.0))
+    for _ in range(37):  # -FLT_MIN_10_EXP
+        down.append(_f32(down[-1] / 10.0))
+    return up, down
+
+
+_POW10_UP, _POW10_DOWN = _pow10_table()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def vw_text_float(text: str) -> float:
+    """The float32 VW's text parser reads from `text` (its `parseFloat`), as a Python float.
+
+    VW parses the numbers of a text example with its own fast routine: the digits accumulate in float32 and
+    are scaled by a float32 power of ten, which can land one float32 step away from the correctly rounded
+    value a JSON parser gives. The decision log writes numbers as this value, so VW reading a line back as
+    JSON learns from exactly the numbers it learned from as text. (All operations below are exact in a
+    Python float before the rounding to float32, so each matches one C++ float operation.)
+    """
+    p, n = 0, len(text)
+    while p < n and text[p] == " ":
+        p += 1
+    sign = 1.0
+    if p < n and text[p] == "-":
+        sign, p = -1.0, p + 1
+    acc = 0.0
+    while p < n and "0" <= text[p] <= "9":
+        acc = _f32(_f32(_f32(acc * 10.0) + ord(text[p])) - 48.0)  # acc * 10 + *p++ - '0'
+        p += 1
+    decimals = 0
+    if p < n and text[p] == ".":
+        p += 1
+        while p < n and "0" <= text[p] <= "9":
+            if decimals < 35:
+                acc = _f32(_f32(acc * 10.0) + (ord(text[p]) - 48))
+                decimals += 1
+            p += 1
+    exponent = 0
+    if p < n and text[p] in "eE":
+        p += 1
+        exponent_sign = 1
+        if p < n and text[p] == "-":
+            exponent_sign, p = -1, p + 1
+        while p < n and "0" <= text[p] <= "9":
+            exponent = exponent * 10 + ord(text[p]) - 48
+            p += 1
+        exponent *= exponent_sign
+    if p != n:  # not VW's easy case: it falls back to strtof, correctly rounded
+        return _f32(float(text))
+    scale = (exponent - decimals + 128) % 256 - 128  # static_cast<int8_t>
+    if scale > 38:
+        power = math.inf
+    elif scale < -37:
+        power = 0.0
+    else:
+        power = _POW10_UP[scale] if scale >= 0 else _POW10_DOWN[-scale]
+    return sign * _f32(acc * power)

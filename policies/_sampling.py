@@ -31,3 +31,10 @@ def sample_index(pmf: Sequence[float], event_id: str) -> int:
             if target < running:
                 return i
     return last_positive
+
+
+def in_holdout(session_id: str, share: float) -> bool:
+    """Whether a session belongs to a holdout of `share` (0..1): fixed by the session id alone, so every replica
+    agrees and a session stays in (or out of) the holdout for its lifetime. Holdouts nest: a session held out at
+    share 0.05 is held out at 0.1 too, so decision points with different shares hold out the same shoppers first."""
+    return share > 0.0 and uniform_from_id("holdout\x00" + session_id) < share

@@ -27,7 +27,7 @@ from server.api import AdminServicer, CallGuard, DecisionServicer, KeyFileError,
 from server.catalogs import Catalog, CatalogError, catalog_dir_fingerprint, load_catalog_dir
 from server.core import Metrics, RateLimitedLog, ServeConfig
 from server.decisions import DecisionService
-from server.learning import Learner, RewardJoiner
+from server.learning import EvidenceRecorder, Learner, RewardJoiner
 from server.sessions import SessionContext
 from server.state import DecideState, EmbeddedDecideState, RedisDecideState, redis_settings_problems
 from server.state.catalogs import (
@@ -38,6 +38,7 @@ from server.state.catalogs import (
     served_catalogs,
 )
 from server.state.decision_log import DecisionLog, DecisionRecord, InMemoryDecisionLog, RedisDecisionLog
+from server.state.evidence import FileEvidenceLog, Pseudonymizer, file_installation_key
 from server.state.models import (
     FileModelStore,
     FollowedModelStore,
@@ -92,6 +93,8 @@ class TailorServer:
         self.catalog_store: CatalogStore
         self.redis: aioredis.Redis | None = None
         self.learner: Learner | None = None
+        self.evidence_log: FileEvidenceLog | None = None  # the durable decision log (embedded; Redis: the learner)
+        self.evidence: EvidenceRecorder | None = None
         self.session_store: SessionStore
         self.decisions: DecisionLog
         if config.redis_url:
@@ -122,7 +125,17 @@ class TailorServer:
                 )
             )
             self.model_store = None
-            learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds)
+            evidence: EvidenceRecorder | None = None
+            if config.decision_log:
+                self.evidence_log = FileEvidenceLog(
+                    config.data_dir / "decisions",
+                    retention_seconds=config.decision_log_retention_hours * 3600,
+                    max_total_bytes=config.decision_log_max_mb << 20,
+                )
+                evidence = EvidenceRecorder(self.evidence_log.write, self._pseudonymizer(), self.metrics)
+            self.evidence = evidence
+            flush = self.evidence_log.flush if self.evidence_log is not None else lambda: None
+            learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds, evidence, flush)
             memory_log = InMemoryDecisionLog(
                 config.max_pending_decisions,
                 learn=learner.submit,
@@ -181,6 +194,16 @@ class TailorServer:
 
     def _count_unactivated(self, record: DecisionRecord) -> None:
         self.metrics.decisions_expired_unactivated.labels(record.decision_point).inc()
+        if self.evidence is not None:
+            self.evidence.unactivated(record)
+
+    def _pseudonymizer(self) -> Pseudonymizer:
+        cfg = self.config
+        if not cfg.decision_log_pseudonymize:
+            return Pseudonymizer(None)
+        if cfg.decision_log_key:
+            return Pseudonymizer(bytes.fromhex(cfg.decision_log_key))
+        return Pseudonymizer(file_installation_key(cfg.data_dir / "decision-log.key"))
 
     def _model_states(self) -> Iterable[tuple[str, int, float, int, int]]:
         for m in self.models:
@@ -562,6 +585,8 @@ class TailorServer:
         if self.learner is not None and isinstance(self.decisions, InMemoryDecisionLog):
             await self.decisions.close_windows(time.time())
             learned = self.learner.drain()
+            if self.evidence_log is not None:
+                self.evidence_log.close()
             written = self.snapshot_changed()
             saved = self.decisions.save(self.pending_file)
         if self.redis is not None:

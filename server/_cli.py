@@ -1,4 +1,5 @@
-"""The `tailor` command: serve, learn, catalog validate, keys new, and the tools (catalog apply, simulate, cluster).
+"""The `tailor` command: serve, learn, catalog validate, keys new, export-logs, evaluate, and the tools (catalog
+apply, simulate, cluster).
 
 Every flag falls back to its TAILOR_* environment variable, then to the default in ServeConfig.
 """
@@ -98,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     validate = catalog.add_parser("validate", help="validate a catalog directory; exit 1 on any error")
     validate.add_argument("directory", type=Path)
     catalog_apply.add_arguments(catalog.add_parser("apply", help="apply a catalog directory to a running server"))
+    from server.evidence import export
+
+    export.add_arguments(sub.add_parser("export-logs", help="the decision log as VW DSJSON lines, for a time range"))
+    from server.evidence import evaluate
+
+    evaluate.add_arguments(
+        sub.add_parser("evaluate", help="offline evaluation on decision logs: IPS, SNIPS, DR with intervals")
+    )
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     new = keys.add_parser("new", help="make a key: prints it once, and the entry for the --api-keys file")
     new.add_argument("--name", required=True, help="who holds the key (shown in logs and audit, never the key)")
@@ -234,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValidationError as err:
             print(f"tailor keys new: --name: {err.errors()[0]['msg']}", file=sys.stderr)
             return 2
+    if args.command == "export-logs":
+        from server.evidence import export
+
+        return export.run(args)
+    if args.command == "evaluate":
+        from server.evidence import evaluate
+
+        return evaluate.run(args)
     if args.command == "simulate":
         from server.tools import simulator
 

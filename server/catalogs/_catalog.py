@@ -128,6 +128,26 @@ class PolicyConfig(BaseModel):
         "beside the live policy's; unset = the catalog's first action",
     )
 
+    mode: Literal["learn", "apprentice"] = Field(
+        "learn",
+        description="learn: serve the learned policy; apprentice: serve the baseline action while the model learns "
+        "from it, and report how often the model would have chosen the same (see apprentice_exploration)",
+    )
+    apprentice_exploration: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="apprentice mode: share of decisions drawn from the model's own policy instead of the baseline, "
+        "so the learned policy's value against the baseline can be estimated (0: always the baseline)",
+    )
+    holdout_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="share of sessions (sticky per session) always served the baseline action and kept out of "
+        "learning, to measure the lift of the learned policy against it",
+    )
+
     @model_validator(mode="after")
     def _check_rewards(self) -> PolicyConfig:
         low, high = self.reward_range

@@ -32,6 +32,17 @@ def _check_redis_url(url: str | None) -> str | None:
     return url
 
 
+def _check_hex_key(key: str | None) -> str | None:
+    if key is not None:
+        try:
+            raw = bytes.fromhex(key)
+        except ValueError:
+            raise ValueError("give the key as hex digits (e.g. `openssl rand -hex 32`)") from None
+        if len(raw) < 16:
+            raise ValueError("use a key of at least 16 bytes (32 hex digits)")
+    return key
+
+
 class ServeConfig(BaseSettings):
     """`tailor serve` settings. Every field is also read from TAILOR_<FIELD_NAME>."""
 
@@ -63,6 +74,17 @@ class ServeConfig(BaseSettings):
     catalog_poll_seconds: float = Field(
         0.5, gt=0, description="how often the catalog directory (and in Redis mode the catalog store) is checked"
     )
+    decision_log: bool = Field(
+        True, description="write every learned decision as VW DSJSON (DATA_DIR/decisions; Redis mode: tailor learn)"
+    )
+    decision_log_retention_hours: float = Field(168.0, gt=0, description="decision log lines are kept this long")
+    decision_log_max_mb: int = Field(1024, ge=1, description="embedded: the decision log's files use at most this")
+    decision_log_key: str | None = Field(
+        None, description="hex key of the HMAC that pseudonymises ids in the decision log; unset = made per install"
+    )
+    decision_log_pseudonymize: bool = Field(
+        True, description="write session and event ids as a keyed HMAC (false: as they are)"
+    )
     model_command_timeout_seconds: float = Field(
         10.0, gt=0, description="Redis mode: how long a model import or reset waits for the learner to apply it"
     )
@@ -89,6 +111,7 @@ class ServeConfig(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
 
     _redis_url = field_validator("redis_url")(_check_redis_url)
+    _decision_log_key = field_validator("decision_log_key")(_check_hex_key)
 
     @field_validator("local_networks")
     @classmethod
@@ -122,5 +145,15 @@ class LearnConfig(BaseSettings):
     catalog_poll_seconds: float = Field(
         0.5, gt=0, description="how often the catalog store and the catalog directory are checked for changes"
     )
+    decision_log: bool = Field(True, description="write every learned decision as VW DSJSON, in Redis")
+    decision_log_retention_hours: float = Field(168.0, gt=0, description="decision log lines are kept this long")
+    decision_log_max_entries: int = Field(10_000_000, ge=1, description="the decision log stream keeps at most this")
+    decision_log_key: str | None = Field(
+        None, description="hex key of the HMAC that pseudonymises ids in the decision log; unset = made per install"
+    )
+    decision_log_pseudonymize: bool = Field(
+        True, description="write session and event ids as a keyed HMAC (false: as they are)"
+    )
 
     _redis_url = field_validator("redis_url")(_check_redis_url)
+    _decision_log_key = field_validator("decision_log_key")(_check_hex_key)

@@ -195,6 +195,45 @@ class Metrics:
             ["decision_point", "origin"],
             registry=registry,
         )
+        self.apprentice_decisions = Counter(
+            "tailor_apprentice_decisions_total",
+            "Apprentice mode: decisions by whether the model's own choice agreed with the baseline action "
+            '(agreement rate = agreed="true" / all).',
+            ["decision_point", "agreed"],
+            registry=registry,
+        )
+        self.arm_decisions = Counter(
+            "tailor_arm_decisions_total",
+            "Learned (or, holdout, held-out) decisions by arm: policy, apprentice, holdout. With the reward sums "
+            "below, the lift of policy over holdout and its interval add up across replicas.",
+            ["decision_point", "arm"],
+            registry=registry,
+        )
+        self.arm_reward = Counter(
+            "tailor_arm_reward_total",
+            "Sum of the final rewards, scaled to [0, 1] by the reward range, of the decisions in "
+            "tailor_arm_decisions_total.",
+            ["decision_point", "arm"],
+            registry=registry,
+        )
+        self.arm_reward_squares = Counter(
+            "tailor_arm_reward_squares_total",
+            "Sum of the squared scaled rewards of the decisions in tailor_arm_decisions_total (for the variance).",
+            ["decision_point", "arm"],
+            registry=registry,
+        )
+        self.decision_log_lines = Counter(
+            "tailor_decision_log_lines_total",
+            "Decisions written to the durable decision log (DSJSON), by outcome: reward, default (the window "
+            "closed without one), unactivated (a deferred decision never activated: _skipLearn).",
+            ["decision_point", "outcome"],
+            registry=registry,
+        )
+        self.decision_log_errors = Counter(
+            "tailor_decision_log_errors_total",
+            "Learned decisions that could not be written to the decision log (logged with a traceback).",
+            registry=registry,
+        )
         self.model_commands = Counter(
             "tailor_model_commands_total",
             "Redis mode, `tailor learn`: model imports and resets queued by replicas, by result: applied, "
@@ -267,6 +306,11 @@ class Metrics:
             counter.labels(name)
         for source in ("reward", "default"):
             self.learned.labels(name, source)
+        for arm in ("policy", "apprentice", "holdout"):
+            for counter in (self.arm_decisions, self.arm_reward, self.arm_reward_squares):
+                counter.labels(name, arm)
+        for agreed in ("true", "false"):
+            self.apprentice_decisions.labels(name, agreed)
         self.value_estimates(name)
 
     def touch_methods(self, methods: Iterable[str]) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from policies import action_line, apply_floor, encode_features, sample_index, shared_line
+from policies import action_line, apply_floor, encode_features, in_holdout, sample_index, shared_line
 from server.catalogs import Catalog
 from server.core import (
     FailedPrecondition,
@@ -30,7 +30,7 @@ from server.core import (
 from server.learning import RewardJoiner
 from server.sessions import SessionContext, intent_text
 from server.state import DecideState
-from server.state.decision_log import Decision, DecisionLog, DecisionRecord
+from server.state.decision_log import Arm, Decision, DecisionLog, DecisionRecord
 from server.state.models import ModelRegistry
 
 Features = list[tuple[str, "str | float"]]
@@ -122,9 +122,20 @@ class DecisionService:
             raise RuntimeError(f"no model for decision point {q.decision_point}")
         session_text = intent_text(session, now) if session is not None else ""
         shared = shared_line(encode_features(q.context), session_text)
-        pmf = model.policy.predict(shared, lines, text)
-        if model.actions.under_floor and not q.actions:  # catalog actions the model has barely learned
-            pmf = self._floor(catalog, model.actions.under_floor, ids, pmf)
+        policy = catalog.policy
+        arm: Arm = "policy"
+        model_action_id, model_probability = "", 0.0
+        if policy.holdout_share and in_holdout(q.session_id, policy.holdout_share):
+            arm = "holdout"  # the baseline, surely; the model is not asked
+            pmf = [0.0] * len(ids)
+            pmf[_baseline_index(catalog, ids)] = 1.0
+        else:
+            pmf = model.policy.predict(shared, lines, text)
+            if model.actions.under_floor and not q.actions:  # catalog actions the model has barely learned
+                pmf = self._floor(catalog, model.actions.under_floor, ids, pmf)
+            if policy.mode == "apprentice":
+                arm = "apprentice"
+                pmf, model_action_id, model_probability = self._apprentice(catalog, ids, pmf, event_id)
         chosen = sample_index(pmf, event_id)
         # sorted() is stable, also with reverse=True: ties keep candidate order
         ranking = tuple(sorted(zip(ids, pmf, strict=True), key=_probability, reverse=True))
@@ -136,8 +147,10 @@ class DecisionService:
             ranking=ranking,
             payload=catalog.payload(action_id),  # the catalog's own mapping: never mutated
             model_version=model.version,
+            arm=arm,
+            model_action_id=model_action_id,
+            model_probability=model_probability,
         )
-        policy = catalog.policy
         record = DecisionRecord(
             decision=decision,
             session_id=q.session_id,
@@ -152,6 +165,7 @@ class DecisionService:
             default_reward=policy.default_reward,
             grace_seconds=self.grace_seconds,
             activated_at=None if q.defer_activation else now,
+            baseline=catalog.baseline_action,
         )
         try:
             logged = await self.state.write(record, action_id)
@@ -168,6 +182,20 @@ class DecisionService:
             self.metrics.decisions_unlearnable.labels(q.decision_point).inc()
         self._stats[q.decision_point].observe(time.perf_counter() - started)
         return decision
+
+    def _apprentice(
+        self, catalog: Catalog, ids: Sequence[str], pmf: list[float], event_id: str
+    ) -> tuple[list[float], str, float]:
+        """Apprentice mode: the model's own draw (reported, and counted as agreeing with the baseline or not),
+        and the distribution actually served: the baseline, mixed with the model's policy at
+        `apprentice_exploration`, so `probability` stays the true probability of what was served."""
+        own = sample_index(pmf, event_id)
+        base = _baseline_index(catalog, ids)
+        self.metrics.apprentice_decisions.labels(catalog.name, "true" if own == base else "false").inc()
+        share = catalog.policy.apprentice_exploration
+        served = [share * p for p in pmf]
+        served[base] += 1.0 - share
+        return served, ids[own], pmf[own]
 
     def _floor(self, catalog: Catalog, under: frozenset[str], ids: Sequence[str], pmf: list[float]) -> list[float]:
         floor = catalog.policy.new_action_floor.probability
@@ -246,6 +274,16 @@ class EventIds:
             self._pool, at = os.urandom(self._CHUNK), 0
         self._at = at + 16
         return self._pool[at : at + 16].hex()
+
+
+def _baseline_index(catalog: Catalog, ids: Sequence[str]) -> int:
+    """The baseline among the candidates: the catalog's baseline action, or the first candidate when it is not one
+    (request-supplied actions, or the baseline paused or narrowed away)."""
+    baseline = catalog.baseline_action
+    for i, action_id in enumerate(ids):
+        if action_id == baseline:
+            return i
+    return 0
 
 
 def _probability(ranked: tuple[str, float]) -> float:

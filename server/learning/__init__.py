@@ -9,9 +9,10 @@
 Imports: `server.state`, `server.catalogs`, `server.core`, `policies`.
 """
 
+from ._evidence import EvidenceRecorder
 from ._joiner import RewardJoiner
 from ._learner import Learner, LearnItem, learn_example
 from ._lease import LeaderLease
 from ._shared import SharedLearner
 
-__all__ = ["LeaderLease", "LearnItem", "Learner", "RewardJoiner", "SharedLearner", "learn_example"]
+__all__ = ["EvidenceRecorder", "LeaderLease", "LearnItem", "Learner", "RewardJoiner", "SharedLearner", "learn_example"]

@@ -12,15 +12,21 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from policies import VWPolicy, reward_to_cost
 from server.core import Metrics, RateLimitedLog
 from server.state.decision_log import DecisionRecord, Source
 from server.state.models import ModelRegistry
 
+from ._evidence import EvidenceRecorder
+
 log = logging.getLogger("tailor.learner")
 _limited = RateLimitedLog(log, seconds=10.0)  # per-example lines: at most one per kind every 10 s
+
+LearnResult = Literal["learned", "held_out", "dropped"]
 
 
 @dataclass(slots=True)
@@ -32,10 +38,19 @@ class LearnItem:
 
 
 class Learner:
-    def __init__(self, models: ModelRegistry, metrics: Metrics, slice_seconds: float = 0.001) -> None:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        metrics: Metrics,
+        slice_seconds: float = 0.001,
+        evidence: EvidenceRecorder | None = None,
+        flush: Callable[[], None] = lambda: None,
+    ) -> None:
         self.models = models
         self.metrics = metrics
         self.slice_seconds = slice_seconds
+        self.evidence = evidence  # the durable decision log (None: off)
+        self._flush = flush
         self._queue: deque[LearnItem] = deque()
         self._wake = asyncio.Event()
 
@@ -73,6 +88,7 @@ class Learner:
             done += 1
             if time.perf_counter() >= deadline:
                 break
+        self._flush()  # the decision log's lines of this slice reach the file
         return done
 
     def drain(self) -> int:
@@ -87,10 +103,13 @@ class Learner:
         model = self.models.get(item.record.decision_point)
         record = item.record
         policy, baseline = (model.policy, model.baseline) if model is not None else (None, None)
-        if learn_example(policy, record, item.reward, item.source, self.metrics, baseline):
+        done = learn_example(policy, record, item.reward, item.source, self.metrics, baseline)
+        if done == "learned":
             assert model is not None
             model.learned_since_snapshot += 1
             model.actions.learned(record.decision.action_id)
+        if done != "dropped" and self.evidence is not None:
+            self.evidence.learned(record, item.reward, item.source)
         # Learned: what remains retained only answers replays and statuses, so drop the example text.
         record.shared, record.actions = "", ()
 
@@ -102,29 +121,37 @@ def learn_example(
     source: Source,
     metrics: Metrics,
     baseline: str | None = None,
-) -> bool:
+) -> LearnResult:
     """One `vw.learn` for a joined decision, counted; the one place both learners turn reward into cost, and
-    where the learning-health estimates (live, uniform-random and `baseline` action values) get their terms.
+    where the learning-health estimates (live, uniform-random and `baseline` action values) and the per-arm
+    reward counters (lift against the holdout) get their terms.
 
-    Returns False if there is no model for it (its decision point was removed) or VW refused it."""
+    Returns "held_out" for a holdout session's decision (counted, never learned), "dropped" if there is no
+    model for it (its decision point was removed) or VW refused it."""
     if policy is None:
         _limited.warning("unknown", "dropping a learned example for unknown decision point %s", record.decision_point)
-        return False
+        return "dropped"
     cost = reward_to_cost(reward, *record.reward_range)
+    decision = record.decision
+    arm = decision.arm
+    metrics.arm_decisions.labels(record.decision_point, arm).inc()
+    metrics.arm_reward.labels(record.decision_point, arm).inc(-cost)  # cost is -(reward scaled to [0, 1])
+    metrics.arm_reward_squares.labels(record.decision_point, arm).inc(cost * cost)
+    if arm == "holdout":
+        return "held_out"
     try:
         policy.learn(record.shared, record.actions, record.chosen, cost, record.probability)
     except Exception:
         metrics.learn_errors.labels(record.decision_point).inc()
         _limited.log(logging.ERROR, "refused", "VW refused example for event %s", record.event_id, exc_info=True)
-        return False
+        return "dropped"
     learned, reward_scaled = metrics.learn_counters(record.decision_point, source)
     learned.inc()
-    reward_scaled.inc(-cost)  # cost is -(reward scaled to [0, 1])
-    decision = record.decision
+    reward_scaled.inc(-cost)
     baseline_chosen = None
     if baseline is not None and any(action_id == baseline for action_id, _ in decision.ranking):
         baseline_chosen = decision.action_id == baseline
     metrics.value_estimates(record.decision_point).add(
         -cost, decision.probability, len(decision.ranking), baseline_chosen
     )
-    return True
+    return "learned"

@@ -31,7 +31,9 @@ from server.core import LearnConfig, Metrics, RateLimitedLog, Unavailable
 from server.state import redis_settings_problems
 from server.state.catalogs import AuditEvent, CatalogDirectory, RedisCatalogStore, served_catalogs
 from server.state.decision_log import LearnEntry, RedisDecisionLog
+from server.state.evidence import Pseudonymizer, redis_installation_key, stream_key
 from server.state.models import (
+    DecisionLines,
     LearnedActions,
     ModelCommand,
     RedisModelStore,
@@ -40,6 +42,7 @@ from server.state.models import (
     policy_from_bytes,
 )
 
+from ._evidence import EvidenceRecorder
 from ._learner import learn_example
 from ._lease import LeaderLease
 
@@ -79,6 +82,9 @@ class SharedLearner:
         self.catalogs: dict[str, Catalog] = {}  # the store's, as of `self._catalog_epoch`
         self._catalog_versions: dict[str, int] = {}
         self._catalog_epoch = -1
+        # The decision log's lines of what was learned since the last publish, written with it (exactly once).
+        self._lines: list[str] = []
+        self.evidence: EvidenceRecorder | None = None
         self.lease = LeaderLease(self.client, self.store.leader_key, config.lease_seconds)
         self.models: dict[str, _Model] = {}
         self.offsets: dict[str, str] = {}
@@ -144,6 +150,7 @@ class SharedLearner:
             try:
                 await self._lead(stop)
             finally:
+                self._lines.clear()  # with the unpublished learning: the next leader writes them from the streams
                 self.leader.set(0)
                 self._waiting = (0, None)  # the next leader reports the backlog
                 self.models.clear()
@@ -152,6 +159,15 @@ class SharedLearner:
                 await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.config.lease_seconds / 3))
 
     async def _lead(self, stop: asyncio.Event) -> None:
+        if self.config.decision_log and self.evidence is None:
+            key: bytes | None = None
+            if self.config.decision_log_pseudonymize:
+                key = (
+                    bytes.fromhex(self.config.decision_log_key)
+                    if self.config.decision_log_key
+                    else await redis_installation_key(self.client, self.config.redis_prefix)
+                )
+            self.evidence = EvidenceRecorder(self._lines.append, Pseudonymizer(key), self.metrics)
         await self._read_catalogs()
         await self._load_published()
         self._read_since_trim = {}
@@ -332,12 +348,20 @@ class SharedLearner:
     def _learn(self, entry: LearnEntry) -> None:
         self.offsets[entry.stream] = entry.entry_id
         self._read_since_trim[entry.stream] = self._read_since_trim.get(entry.stream, 0) + 1
+        if entry.unactivated:  # never learned; logged with _skipLearn
+            self.metrics.decisions_expired_unactivated.labels(entry.record.decision_point).inc()
+            if self.evidence is not None:
+                self.evidence.unactivated(entry.record)
+            return
         model = self.models.get(entry.record.decision_point)
         policy, baseline = (model.policy, model.baseline) if model is not None else (None, None)
-        if learn_example(policy, entry.record, entry.reward, entry.source, self.metrics, baseline):
+        done = learn_example(policy, entry.record, entry.reward, entry.source, self.metrics, baseline)
+        if done == "learned":
             assert model is not None
             model.changed += 1
             model.actions.learned(entry.record.decision.action_id)
+        if done != "dropped" and self.evidence is not None:
+            self.evidence.learned(entry.record, entry.reward, entry.source)
 
     async def publish(
         self, results: dict[str, dict[str, object]] | None = None, events: list[dict[str, object]] | None = None
@@ -345,7 +369,7 @@ class SharedLearner:
         """Publish every changed model with the offsets it covers (and model commands' results and audit events);
         then trim what they cover."""
         changed = [m for m in self.models.values() if m.changed]
-        if not changed and not results:
+        if not changed and not results and not self._lines:
             return True
         started = time.perf_counter()
         snapshots = [
@@ -360,8 +384,13 @@ class SharedLearner:
             for m in changed
         ]
         audit = (self.catalog_store.keys["audit"], self.catalog_store.audit_kept, events or [])
-        if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets), results, audit):
+        retention = time.time() - self.config.decision_log_retention_hours * 3600
+        lines = DecisionLines(
+            stream_key(self.config.redis_prefix), self._lines, retention, self.config.decision_log_max_entries
+        )
+        if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets), results, audit, lines):
             return False
+        self._lines.clear()
         each = (time.perf_counter() - started) / max(1, len(changed))
         for m in changed:
             m.seq += 1

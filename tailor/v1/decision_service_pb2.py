@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tailor/v1/decision_service.proto\x12\ttailor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x0c\x46\x65\x61tureValue\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x10\n\x06number\x18\x02 \x01(\x01H\x00\x42\x07\n\x05value\"\x91\x01\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1f.tailor.v1.Action.FeaturesEntry\x1aH\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xc7\x02\n\rDecideRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x02 \x01(\t\x12\x36\n\x07\x63ontext\x18\x03 \x03(\x0b\x32%.tailor.v1.DecideRequest.ContextEntry\x12\"\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x11.tailor.v1.Action\x12\x1c\n\x14\x63\x61ndidate_action_ids\x18\x05 \x03(\t\x12\x1b\n\x13\x65xcluded_action_ids\x18\x06 \x03(\t\x12\x10\n\x08\x65vent_id\x18\x07 \x01(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x08 \x01(\x08\x1aG\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"\xf4\x01\n\x0e\x44\x65\x63ideResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12(\n\x07ranking\x18\x04 \x03(\x0b\x32\x17.tailor.v1.RankedAction\x12\x37\n\x07payload\x18\x05 \x03(\x0b\x32&.tailor.v1.DecideResponse.PayloadEntry\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x1a.\n\x0cPayloadEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd1\x02\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.tailor.v1.EventType\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nproduct_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x10\n\x08\x64iscount\x18\x07 \x01(\x01\x12;\n\nattributes\x18\x08 \x03(\x0b\x32\'.tailor.v1.SessionEvent.AttributesEntry\x12\n\n\x02id\x18\t \x01(\t\x1aJ\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"=\n\x12TrackEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.tailor.v1.SessionEvent\"9\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\"<\n\x06Reward\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\treward_id\x18\x03 \x01(\t\"I\n\x0cRewardResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.tailor.v1.RewardStatus\":\n\x14ReportRewardsRequest\x12\"\n\x07rewards\x18\x01 \x03(\x0b\x32\x11.tailor.v1.Reward\"A\n\x15ReportRewardsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.tailor.v1.RewardResult\"#\n\x0f\x41\x63tivateRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"\x12\n\x10\x41\x63tivateResponse\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xb1\x01\n\x12GetSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12=\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32+.tailor.v1.GetSessionResponse.FeaturesEntry\x1aH\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*\xe1\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_TYPE_PAGE_VIEW\x10\x01\x12\x1b\n\x17\x45VENT_TYPE_PRODUCT_VIEW\x10\x02\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x03\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x04\x12\x1f\n\x1b\x45VENT_TYPE_REMOVE_FROM_CART\x10\x05\x12\x15\n\x11\x45VENT_TYPE_SEARCH\x10\x06\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x07*\xba\x01\n\x0cRewardStatus\x12\x1d\n\x19REWARD_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REWARD_STATUS_ACCEPTED\x10\x01\x12\x1b\n\x17REWARD_STATUS_DUPLICATE\x10\x02\x12\x1f\n\x1bREWARD_STATUS_UNKNOWN_EVENT\x10\x03\x12\x16\n\x12REWARD_STATUS_LATE\x10\x04\x12\x19\n\x15REWARD_STATUS_INVALID\x10\x05\x32\xdc\x03\n\x0f\x44\x65\x63isionService\x12=\n\x06\x44\x65\x63ide\x12\x18.tailor.v1.DecideRequest\x1a\x19.tailor.v1.DecideResponse\x12N\n\x0bTrackEvents\x12\x1d.tailor.v1.TrackEventsRequest\x1a\x1e.tailor.v1.TrackEventsResponse(\x01\x12V\n\rReportRewards\x12\x1f.tailor.v1.ReportRewardsRequest\x1a .tailor.v1.ReportRewardsResponse(\x01\x30\x01\x12\x43\n\x08\x41\x63tivate\x12\x1a.tailor.v1.ActivateRequest\x1a\x1b.tailor.v1.ActivateResponse\x12I\n\nGetSession\x12\x1c.tailor.v1.GetSessionRequest\x1a\x1d.tailor.v1.GetSessionResponse\x12R\n\rDeleteSession\x12\x1f.tailor.v1.DeleteSessionRequest\x1a .tailor.v1.DeleteSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tailor/v1/decision_service.proto\x12\ttailor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x0c\x46\x65\x61tureValue\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x10\n\x06number\x18\x02 \x01(\x01H\x00\x42\x07\n\x05value\"\x91\x01\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x31\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1f.tailor.v1.Action.FeaturesEntry\x1aH\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"6\n\x0cRankedAction\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xc7\x02\n\rDecideRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x02 \x01(\t\x12\x36\n\x07\x63ontext\x18\x03 \x03(\x0b\x32%.tailor.v1.DecideRequest.ContextEntry\x12\"\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x11.tailor.v1.Action\x12\x1c\n\x14\x63\x61ndidate_action_ids\x18\x05 \x03(\t\x12\x1b\n\x13\x65xcluded_action_ids\x18\x06 \x03(\t\x12\x10\n\x08\x65vent_id\x18\x07 \x01(\t\x12\x18\n\x10\x64\x65\x66\x65r_activation\x18\x08 \x01(\x08\x1aG\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"\xcd\x02\n\x0e\x44\x65\x63ideResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x01\x12(\n\x07ranking\x18\x04 \x03(\x0b\x32\x17.tailor.v1.RankedAction\x12\x37\n\x07payload\x18\x05 \x03(\x0b\x32&.tailor.v1.DecideResponse.PayloadEntry\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12#\n\x03\x61rm\x18\x07 \x01(\x0e\x32\x16.tailor.v1.DecisionArm\x12\x17\n\x0fmodel_action_id\x18\x08 \x01(\t\x12\x19\n\x11model_probability\x18\t \x01(\x01\x1a.\n\x0cPayloadEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd1\x02\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.tailor.v1.EventType\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nproduct_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x10\n\x08\x64iscount\x18\x07 \x01(\x01\x12;\n\nattributes\x18\x08 \x03(\x0b\x32\'.tailor.v1.SessionEvent.AttributesEntry\x12\n\n\x02id\x18\t \x01(\t\x1aJ\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"=\n\x12TrackEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.tailor.v1.SessionEvent\"9\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\"<\n\x06Reward\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\treward_id\x18\x03 \x01(\t\"I\n\x0cRewardResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.tailor.v1.RewardStatus\":\n\x14ReportRewardsRequest\x12\"\n\x07rewards\x18\x01 \x03(\x0b\x32\x11.tailor.v1.Reward\"A\n\x15ReportRewardsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.tailor.v1.RewardResult\"#\n\x0f\x41\x63tivateRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"\x12\n\x10\x41\x63tivateResponse\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xb1\x01\n\x12GetSessionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12=\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32+.tailor.v1.GetSessionResponse.FeaturesEntry\x1aH\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tailor.v1.FeatureValue:\x02\x38\x01\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*{\n\x0b\x44\x65\x63isionArm\x12\x1c\n\x18\x44\x45\x43ISION_ARM_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45\x43ISION_ARM_POLICY\x10\x01\x12\x1b\n\x17\x44\x45\x43ISION_ARM_APPRENTICE\x10\x02\x12\x18\n\x14\x44\x45\x43ISION_ARM_HOLDOUT\x10\x03*\xe1\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_TYPE_PAGE_VIEW\x10\x01\x12\x1b\n\x17\x45VENT_TYPE_PRODUCT_VIEW\x10\x02\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x03\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x04\x12\x1f\n\x1b\x45VENT_TYPE_REMOVE_FROM_CART\x10\x05\x12\x15\n\x11\x45VENT_TYPE_SEARCH\x10\x06\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x07*\xba\x01\n\x0cRewardStatus\x12\x1d\n\x19REWARD_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REWARD_STATUS_ACCEPTED\x10\x01\x12\x1b\n\x17REWARD_STATUS_DUPLICATE\x10\x02\x12\x1f\n\x1bREWARD_STATUS_UNKNOWN_EVENT\x10\x03\x12\x16\n\x12REWARD_STATUS_LATE\x10\x04\x12\x19\n\x15REWARD_STATUS_INVALID\x10\x05\x32\xdc\x03\n\x0f\x44\x65\x63isionService\x12=\n\x06\x44\x65\x63ide\x12\x18.tailor.v1.DecideRequest\x1a\x19.tailor.v1.DecideResponse\x12N\n\x0bTrackEvents\x12\x1d.tailor.v1.TrackEventsRequest\x1a\x1e.tailor.v1.TrackEventsResponse(\x01\x12V\n\rReportRewards\x12\x1f.tailor.v1.ReportRewardsRequest\x1a .tailor.v1.ReportRewardsResponse(\x01\x30\x01\x12\x43\n\x08\x41\x63tivate\x12\x1a.tailor.v1.ActivateRequest\x1a\x1b.tailor.v1.ActivateResponse\x12I\n\nGetSession\x12\x1c.tailor.v1.GetSessionRequest\x1a\x1d.tailor.v1.GetSessionResponse\x12R\n\rDeleteSession\x12\x1f.tailor.v1.DeleteSessionRequest\x1a .tailor.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,10 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONEVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_GETSESSIONRESPONSE_FEATURESENTRY']._loaded_options = None
   _globals['_GETSESSIONRESPONSE_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTTYPE']._serialized_start=2011
-  _globals['_EVENTTYPE']._serialized_end=2236
-  _globals['_REWARDSTATUS']._serialized_start=2239
-  _globals['_REWARDSTATUS']._serialized_end=2425
+  _globals['_DECISIONARM']._serialized_start=2099
+  _globals['_DECISIONARM']._serialized_end=2222
+  _globals['_EVENTTYPE']._serialized_start=2225
+  _globals['_EVENTTYPE']._serialized_end=2450
+  _globals['_REWARDSTATUS']._serialized_start=2453
+  _globals['_REWARDSTATUS']._serialized_end=2639
   _globals['_FEATUREVALUE']._serialized_start=80
   _globals['_FEATUREVALUE']._serialized_end=137
   _globals['_ACTION']._serialized_start=140
@@ -59,39 +61,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECIDEREQUEST_CONTEXTENTRY']._serialized_start=600
   _globals['_DECIDEREQUEST_CONTEXTENTRY']._serialized_end=671
   _globals['_DECIDERESPONSE']._serialized_start=674
-  _globals['_DECIDERESPONSE']._serialized_end=918
-  _globals['_DECIDERESPONSE_PAYLOADENTRY']._serialized_start=872
-  _globals['_DECIDERESPONSE_PAYLOADENTRY']._serialized_end=918
-  _globals['_SESSIONEVENT']._serialized_start=921
-  _globals['_SESSIONEVENT']._serialized_end=1258
-  _globals['_SESSIONEVENT_ATTRIBUTESENTRY']._serialized_start=1184
-  _globals['_SESSIONEVENT_ATTRIBUTESENTRY']._serialized_end=1258
-  _globals['_TRACKEVENTSREQUEST']._serialized_start=1260
-  _globals['_TRACKEVENTSREQUEST']._serialized_end=1321
-  _globals['_TRACKEVENTSRESPONSE']._serialized_start=1323
-  _globals['_TRACKEVENTSRESPONSE']._serialized_end=1380
-  _globals['_REWARD']._serialized_start=1382
-  _globals['_REWARD']._serialized_end=1442
-  _globals['_REWARDRESULT']._serialized_start=1444
-  _globals['_REWARDRESULT']._serialized_end=1517
-  _globals['_REPORTREWARDSREQUEST']._serialized_start=1519
-  _globals['_REPORTREWARDSREQUEST']._serialized_end=1577
-  _globals['_REPORTREWARDSRESPONSE']._serialized_start=1579
-  _globals['_REPORTREWARDSRESPONSE']._serialized_end=1644
-  _globals['_ACTIVATEREQUEST']._serialized_start=1646
-  _globals['_ACTIVATEREQUEST']._serialized_end=1681
-  _globals['_ACTIVATERESPONSE']._serialized_start=1683
-  _globals['_ACTIVATERESPONSE']._serialized_end=1701
-  _globals['_GETSESSIONREQUEST']._serialized_start=1703
-  _globals['_GETSESSIONREQUEST']._serialized_end=1742
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1745
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1922
+  _globals['_DECIDERESPONSE']._serialized_end=1007
+  _globals['_DECIDERESPONSE_PAYLOADENTRY']._serialized_start=961
+  _globals['_DECIDERESPONSE_PAYLOADENTRY']._serialized_end=1007
+  _globals['_SESSIONEVENT']._serialized_start=1010
+  _globals['_SESSIONEVENT']._serialized_end=1347
+  _globals['_SESSIONEVENT_ATTRIBUTESENTRY']._serialized_start=1273
+  _globals['_SESSIONEVENT_ATTRIBUTESENTRY']._serialized_end=1347
+  _globals['_TRACKEVENTSREQUEST']._serialized_start=1349
+  _globals['_TRACKEVENTSREQUEST']._serialized_end=1410
+  _globals['_TRACKEVENTSRESPONSE']._serialized_start=1412
+  _globals['_TRACKEVENTSRESPONSE']._serialized_end=1469
+  _globals['_REWARD']._serialized_start=1471
+  _globals['_REWARD']._serialized_end=1531
+  _globals['_REWARDRESULT']._serialized_start=1533
+  _globals['_REWARDRESULT']._serialized_end=1606
+  _globals['_REPORTREWARDSREQUEST']._serialized_start=1608
+  _globals['_REPORTREWARDSREQUEST']._serialized_end=1666
+  _globals['_REPORTREWARDSRESPONSE']._serialized_start=1668
+  _globals['_REPORTREWARDSRESPONSE']._serialized_end=1733
+  _globals['_ACTIVATEREQUEST']._serialized_start=1735
+  _globals['_ACTIVATEREQUEST']._serialized_end=1770
+  _globals['_ACTIVATERESPONSE']._serialized_start=1772
+  _globals['_ACTIVATERESPONSE']._serialized_end=1790
+  _globals['_GETSESSIONREQUEST']._serialized_start=1792
+  _globals['_GETSESSIONREQUEST']._serialized_end=1831
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1834
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2011
   _globals['_GETSESSIONRESPONSE_FEATURESENTRY']._serialized_start=213
   _globals['_GETSESSIONRESPONSE_FEATURESENTRY']._serialized_end=285
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1924
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1966
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1968
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=2008
-  _globals['_DECISIONSERVICE']._serialized_start=2428
-  _globals['_DECISIONSERVICE']._serialized_end=2904
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2013
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2055
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2057
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2097
+  _globals['_DECISIONSERVICE']._serialized_start=2642
+  _globals['_DECISIONSERVICE']._serialized_end=3118
 # @@protoc_insertion_point(module_scope)

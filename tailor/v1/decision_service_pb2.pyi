@@ -20,6 +20,36 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DecisionArm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DecisionArmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DecisionArm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECISION_ARM_UNSPECIFIED: _DecisionArm.ValueType  # 0
+    DECISION_ARM_POLICY: _DecisionArm.ValueType  # 1
+    """Drawn from the learned policy (the usual case)."""
+    DECISION_ARM_APPRENTICE: _DecisionArm.ValueType  # 2
+    """Apprentice mode: the baseline action (or, with apprentice_exploration, the model's draw) while the model
+    learns; `ranking` is that mixture, the model's own choice is in model_action_id.
+    """
+    DECISION_ARM_HOLDOUT: _DecisionArm.ValueType  # 3
+    """A holdout session: always the baseline action (probability 1), logged but never learned."""
+
+class DecisionArm(_DecisionArm, metaclass=_DecisionArmEnumTypeWrapper):
+    """DecisionArm says who chose a decision's action."""
+
+DECISION_ARM_UNSPECIFIED: DecisionArm.ValueType  # 0
+DECISION_ARM_POLICY: DecisionArm.ValueType  # 1
+"""Drawn from the learned policy (the usual case)."""
+DECISION_ARM_APPRENTICE: DecisionArm.ValueType  # 2
+"""Apprentice mode: the baseline action (or, with apprentice_exploration, the model's draw) while the model
+learns; `ranking` is that mixture, the model's own choice is in model_action_id.
+"""
+DECISION_ARM_HOLDOUT: DecisionArm.ValueType  # 3
+"""A holdout session: always the baseline action (probability 1), logged but never learned."""
+Global___DecisionArm: _TypeAlias = DecisionArm  # noqa: Y015
+
 class _EventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -281,11 +311,23 @@ class DecideResponse(_message.Message):
     RANKING_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    MODEL_ACTION_ID_FIELD_NUMBER: _builtins.int
+    MODEL_PROBABILITY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     action_id: _builtins.str
     probability: _builtins.float
     model_version: _builtins.str
     """The served model's version for this decision point; never empty."""
+    arm: Global___DecisionArm.ValueType
+    """How the action was served. In every arm, `probability` is the probability with which `action_id` was drawn
+    and `ranking` is the distribution it was drawn from (what off-policy estimates need).
+    """
+    model_action_id: _builtins.str
+    """DECISION_ARM_APPRENTICE only: the action the model would have served, and its probability under the
+    model's own policy (the agreement rate compares it with the baseline action).
+    """
+    model_probability: _builtins.float
     @_builtins.property
     def ranking(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedAction]:
         """Every candidate, highest probability first (ties in candidate order)."""
@@ -303,10 +345,13 @@ class DecideResponse(_message.Message):
         ranking: _abc.Iterable[Global___RankedAction] | None = ...,
         payload: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         model_version: _builtins.str = ...,
+        arm: Global___DecisionArm.ValueType = ...,
+        model_action_id: _builtins.str = ...,
+        model_probability: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "event_id", b"event_id", "model_version", b"model_version", "payload", b"payload", "probability", b"probability", "ranking", b"ranking"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "arm", b"arm", "event_id", b"event_id", "model_action_id", b"model_action_id", "model_probability", b"model_probability", "model_version", b"model_version", "payload", b"payload", "probability", b"probability", "ranking", b"ranking"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     catalogs = root / "catalogs"
     catalogs.mkdir()
     write_catalog(catalogs, "home_layout", LAYOUTS, reward_window_seconds=0.5)
+    write_catalog(  # apprentice mode with exploration, and a holdout: the other ways a decision is served
+        catalogs, "apprentice", LAYOUTS, reward_window_seconds=0.5, mode="apprentice", apprentice_exploration=0.2,
+        holdout_share=0.3, baseline_action=next(iter(LAYOUTS)),
+    )  # fmt: skip
     running = RunningServer(
         ServeConfig(catalogs=catalogs, host="127.0.0.1", port=0, metrics_port=None, data_dir=root / "data")
     )
@@ -96,7 +100,7 @@ def feature_maps(draw: st.DrawFn) -> dict[str, pb.FeatureValue]:
 def decide_requests(draw: st.DrawFn) -> pb.DecideRequest:
     request = pb.DecideRequest(
         session_id=draw(ids),
-        decision_point=draw(st.one_of(st.just("home_layout"), texts)),
+        decision_point=draw(st.one_of(st.sampled_from(["home_layout", "apprentice"]), texts)),
         event_id=draw(ids),
         defer_activation=draw(st.booleans()),
     )
@@ -284,7 +288,8 @@ ADMIN = "/tailor.v1.AdminService/"
 #: A concurrent change (a stale expected_version) is ABORTED: defined, and what optimistic concurrency says.
 ADMIN_DEFINED = DEFINED | {C.ABORTED}
 CATALOG_KEYS = ["decision_point", "description", "policy", "actions", "id", "features", "payload",
-                "learning", "exploration", "reward_range", "reward_window_seconds", "interactions", "bits"]  # fmt: skip
+                "learning", "exploration", "reward_range", "reward_window_seconds", "interactions", "bits",
+                "mode", "apprentice_exploration", "holdout_share", "baseline_action"]  # fmt: skip
 json_scalars = st.one_of(st.none(), st.booleans(), numbers, texts)
 json_values = st.recursive(
     json_scalars,
@@ -302,6 +307,12 @@ def catalogs(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         doc["decision_point"] = draw(st.one_of(st.sampled_from(["home_layout", "offers"]), texts))
         doc["actions"] = draw(st.lists(st.fixed_dictionaries({"id": ids}), max_size=3))
+        if draw(st.booleans()):  # apprentice and holdout settings, valid or hostile
+            doc["policy"] = {
+                "mode": draw(st.one_of(st.sampled_from(["learn", "apprentice"]), json_scalars)),
+                "apprentice_exploration": draw(st.one_of(st.floats(0, 1), json_scalars)),
+                "holdout_share": draw(st.one_of(st.floats(0, 0.5), json_scalars)),
+            }
     return doc
 
 

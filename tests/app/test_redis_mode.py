@@ -12,6 +12,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -181,6 +183,19 @@ def test_a_killed_learner_loses_nothing_and_learns_nothing_twice(cluster: Cluste
         return added == 50 and all(offsets.get(k) == v for k, v in last.items())
 
     assert eventually(all_published, timeout=15)  # every hand-off is covered by the published models
+    # The decision log, written with the publishes: each decision exactly once, none lost, across the kill -9.
+    client = cluster.redis.client()
+    entries: list[tuple[str, dict[str, str]]] = client.xrange(f"{cluster.prefix}:{{m}}:decisions")  # type: ignore[assignment]
+    client.close()
+    event_ids = [json.loads(fields["line"])["EventId"] for _, fields in entries]
+    assert len(event_ids) == 50 and len(set(event_ids)) == 50
+    out = cluster.tmp / "export.dsjson"
+    command = ["export-logs", "--out", str(out), "--redis-url", cluster.redis.url, "--redis-prefix", cluster.prefix]
+    done = subprocess.run([sys.executable, "-m", "server", *command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(doc["EventId"] for doc in exported) == sorted(event_ids)
+    assert sum(doc["_label_cost"] == -1.0 for doc in exported) == 30  # 20 odd of the first 40, and the last 10
 
 
 def test_a_killed_replica_loses_nothing(cluster: Cluster) -> None:
@@ -440,12 +455,13 @@ def test_a_model_command_without_a_learner_is_unavailable_and_never_applied_late
 ) -> None:
     monkeypatch.setenv("TAILOR_MODEL_COMMAND_TIMEOUT_SECONDS", "0.5")
     replica = cluster.replica()
-    before = replica.client.decide("s", "home_layout").model_version
+    # Deferred probes: never learned in this test, so only a reset could change the served version.
+    before = replica.client.decide("s", "home_layout", defer_activation=True).model_version
     with pytest.raises(grpc.RpcError) as err:
         replica.client.reset_model("home_layout")
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "tailor learn" in str(err.value.details())
     learner = cluster.learner()  # it finds the command past its deadline: skipped
     assert eventually(lambda: learner.sample("tailor_learner_leader") == 1)
     time.sleep(1.0)
-    assert replica.client.decide("s2", "home_layout").model_version == before
+    assert replica.client.decide("s2", "home_layout", defer_activation=True).model_version == before
     assert [e.action for e in replica.client.list_audit_events()] == ["create"]

@@ -7,12 +7,13 @@ on streams, exactly once.
 Imports: `server.core` and `server.state._redis`; nothing above state.
 """
 
-from ._base import Aggregation, Decision, DecisionLog, DecisionRecord, JoinStatus, LearnSink, Source
+from ._base import Aggregation, Arm, Decision, DecisionLog, DecisionRecord, JoinStatus, LearnSink, Source
 from ._memory import InMemoryDecisionLog
 from ._redis import LearnEntry, RedisDecisionLog, ShardBacklog
 
 __all__ = [
     "Aggregation",
+    "Arm",
     "Decision",
     "DecisionLog",
     "DecisionRecord",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 Aggregation = Literal["first", "sum", "max"]
+Arm = Literal["policy", "apprentice", "holdout"]
 
 
 @dataclass(slots=True)
@@ -26,6 +27,11 @@ class Decision:
     ranking: tuple[tuple[str, float], ...]
     payload: Mapping[str, str]
     model_version: str
+    # How it was served: "policy" (drawn from the learned policy), "apprentice" (apprentice mode: the baseline,
+    # or with apprentice_exploration the model's draw), "holdout" (a holdout session: the baseline, not learned).
+    arm: Arm = "policy"
+    model_action_id: str = ""  # apprentice: the action the model would have chosen ...
+    model_probability: float = 0.0  # ... and its probability under the model
 
 
 @dataclass(slots=True)
@@ -50,6 +56,7 @@ class DecisionRecord:
     rewards: tuple[float, ...] = ()
     reward_ids: tuple[str, ...] = ()
     learned: bool = False
+    baseline: str | None = None  # the catalog's baseline action when decided (None: not recorded)
 
     @property
     def event_id(self) -> str:
@@ -80,6 +87,12 @@ class DecisionRecord:
                 "ranking": [list(r) for r in d.ranking],
                 "payload": d.payload,
                 "model_version": d.model_version,
+                # Written only when not "policy": records of earlier releases (and their readers) stay as they were.
+                **(
+                    {"arm": d.arm, "model_action_id": d.model_action_id, "model_probability": d.model_probability}
+                    if d.arm != "policy"
+                    else {}
+                ),
             },
             "session_id": self.session_id,
             "decision_point": self.decision_point,
@@ -96,6 +109,7 @@ class DecisionRecord:
             "rewards": list(self.rewards),
             "reward_ids": sorted(self.reward_ids),
             "learned": self.learned,
+            **({"baseline": self.baseline} if self.baseline is not None else {}),
         }
 
     @classmethod
@@ -108,6 +122,9 @@ class DecisionRecord:
             ranking=tuple((a, p) for a, p in d["ranking"]),
             payload=d["payload"],
             model_version=d["model_version"],
+            arm=d.get("arm", "policy"),
+            model_action_id=d.get("model_action_id", ""),
+            model_probability=d.get("model_probability", 0.0),
         )
         low, high = doc["reward_range"]
         return cls(
@@ -127,6 +144,7 @@ class DecisionRecord:
             rewards=tuple(doc["rewards"]),
             reward_ids=tuple(doc["reward_ids"]),
             learned=doc["learned"],
+            baseline=doc.get("baseline"),
         )
 
 

@@ -3,7 +3,8 @@
 Decisions are spread over `shards` hash tags (`{d0}` ... `{dN}`), so a Redis Cluster can spread them
 while each shard's keys stay in one slot: a decision's hash, its reward-id set, the shard's window
 deadlines (a sorted set) and the shard's learn stream. Joining a reward, activating a decision and
-closing windows are Lua scripts, so whichever replica receives a reward, a decision is handed to the
+closing windows are Lua scripts (a deferred decision never activated is handed over too, when its time to
+be activated runs out, so the learner logs it), so whichever replica receives a reward, a decision is handed to the
 learner exactly once; the hand-off is an entry in the shard's stream (the learner reads it with a
 consumer group: at-least-once delivery, and learning is made idempotent by the stream offsets stored
 with each model snapshot). Every decision key expires with its retention (window + grace).
@@ -52,6 +53,7 @@ local rec, rids, due, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local event_id, value, reward_id, at = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 if redis.call('EXISTS', rec) == 0 then return 'unknown_event' end
 local f = redis.call('HMGET', rec, 'low', 'high', 'learned', 'window_end', 'aggregation', 'rewards')
+if not f[4] and f[3] == '1' then return 'unknown_event' end  -- handed over as never activated: forgotten
 if value < tonumber(f[1]) or value > tonumber(f[2]) then return 'invalid' end
 if reward_id ~= '' and redis.call('SISMEMBER', rids, reward_id) == 1 then return 'duplicate' end
 local window_end = tonumber(f[4])
@@ -78,6 +80,7 @@ local event_id, now = ARGV[1], tonumber(ARGV[2])
 if redis.call('EXISTS', rec) == 0 then return 0 end
 local f = redis.call('HMGET', rec, 'window_end', 'window', 'grace', 'aggregation', 'rewards', 'learned')
 if f[1] then return 1 end
+if f[6] == '1' then return 0 end  -- handed over as never activated: forgotten
 local window_end = now + tonumber(f[2])
 redis.call('HSET', rec, 'window_end', string.format('%.17g', window_end), 'activated_at', ARGV[2])
 redis.call('PEXPIREAT', rec, math.ceil((window_end + tonumber(f[3])) * 1000))
@@ -101,8 +104,12 @@ local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
 local learned = 0
 for _, event_id in ipairs(ids) do
   local rec = prefix .. event_id
-  local f = redis.call('HMGET', rec, 'learned', 'aggregation', 'rewards', 'default')
-  if f[1] == '0' then
+  local f = redis.call('HMGET', rec, 'learned', 'aggregation', 'rewards', 'default', 'window_end')
+  if f[1] == '0' and not f[5] then
+    -- deferred and never activated: handed over once, so the learner logs it (_skipLearn) and never learns it
+    hand_off(rec, due, stream, event_id, f[4], 'unactivated')
+    redis.call('PEXPIRE', rec, 1000)
+  elseif f[1] == '0' then
     local rewards = rewards_of(f[3])
     local reward, source = tonumber(f[4]), 'default'
     if #rewards > 0 then
@@ -132,6 +139,7 @@ class LearnEntry:
     record: DecisionRecord
     reward: float
     source: Source
+    unactivated: bool = False  # a deferred decision never activated: logged (_skipLearn), never learned
 
 
 @dataclass(slots=True)
@@ -142,6 +150,11 @@ class ShardBacklog:
     past_due: int  # windows past their deadline, not closed yet
     stream_length: int  # entries in the learn stream (read ones included, until trimmed)
     oldest: float | None  # epoch seconds since which the oldest waiting decision waits
+
+
+#: How long a deferred decision's hash outlives its time to be activated, so that closing windows can hand it to
+#: the learner as never activated (until then it can still be activated, as in embedded mode until the sweep).
+UNACTIVATED_MARGIN_MS = 600_000
 
 
 class ShardKeys:
@@ -203,11 +216,15 @@ class RedisDecisionLog:
             "rewards": " ".join(_fmt(r) for r in record.rewards),
         }
         end = record.window_end
+        expires_ms = int(record.expires_at * 1000) + 1
         if end is not None:
             fields["window_end"] = _fmt(end)
             fields["activated_at"] = _fmt(record.activated_at or 0.0)
-        due = _fmt(end) if end is not None and not record.learned else ""
-        args: list[Any] = [int(record.expires_at * 1000) + 1, due, record.event_id]
+            due = "" if record.learned else _fmt(end)
+        else:  # deferred: due when its time to be activated runs out; kept a little longer for that hand-off
+            due = "" if record.learned else _fmt(record.expires_at)
+            expires_ms += UNACTIVATED_MARGIN_MS
+        args: list[Any] = [expires_ms, due, record.event_id]
         for name, value in fields.items():
             args += [name, value]
         self._add.queue(pipe, [s.record(record.event_id), s.due], args)
@@ -297,8 +314,10 @@ class RedisDecisionLog:
             for entry_id, fields in items:
                 f = {_text(k): _text(v) for k, v in fields.items()}
                 record = DecisionRecord.from_json(json.loads(f["doc"]))
-                source: Source = "default" if f["source"] == "default" else "reward"
-                entries.append(LearnEntry(_text(stream), _text(entry_id), record, float(f["reward"]), source))
+                unactivated = f["source"] == "unactivated"
+                source: Source = "default" if f["source"] == "default" or unactivated else "reward"
+                entry = LearnEntry(_text(stream), _text(entry_id), record, float(f["reward"]), source, unactivated)
+                entries.append(entry)
         return entries
 
 

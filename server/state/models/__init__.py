@@ -12,6 +12,7 @@ from ._files import FileModelStore, FollowedModelStore
 from ._redis import (
     COMMAND_FORMAT,
     COMMAND_GRACE_SECONDS,
+    DecisionLines,
     ModelCommand,
     PublishedModel,
     RedisModelStore,
@@ -26,6 +27,7 @@ __all__ = [
     "COMMAND_FORMAT",
     "COMMAND_GRACE_SECONDS",
     "ESTABLISHED",
+    "DecisionLines",
     "FileModelStore",
     "FollowedModelStore",
     "LearnedActions",

@@ -31,11 +31,12 @@ from policies import BuiltWith, LearningSpec, VWPolicy
 from .._redis import control_tag
 
 _PUBLISH = """
-local leader_key, models, offsets, kept_models, audit = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local leader_key, models, offsets, kept_models, audit, decisions = unpack(KEYS)
 local token, keep, audit_kept = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('GET', leader_key) ~= token then return 0 end
-local snapshots, results, events = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local i = 7
+local snapshots, results, events, lines = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local minid, maxlen = ARGV[8], ARGV[9]
+local i = 10
 for _ = 1, snapshots do
   local point, meta, blob_key, blob = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local old_key, kept = ARGV[i + 4], ARGV[i + 5]
@@ -54,12 +55,28 @@ for _ = 1, events do
   i = i + 1
 end
 if events > 0 then redis.call('LTRIM', audit, 0, audit_kept - 1) end
+for _ = 1, lines do
+  redis.call('XADD', decisions, 'MINID', '~', minid, '*', 'line', ARGV[i])
+  i = i + 1
+end
+if lines > 0 then redis.call('XTRIM', decisions, 'MAXLEN', '~', maxlen) end
 while i <= #ARGV do
   redis.call('HSET', offsets, ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionLines:
+    """Decision-log lines to add with a publish: the stream, the lines, and its bounds (age, entries)."""
+
+    key: str
+    lines: list[str]
+    oldest_kept: float  # epoch seconds: entries older than this are trimmed
+    max_entries: int
+
 
 #: Version of the entries of the model-command stream (`<prefix>:{m}:commands`).
 COMMAND_FORMAT = 1
@@ -180,12 +197,16 @@ class RedisModelStore:
         offsets: dict[str, str],
         results: dict[str, dict[str, Any]] | None = None,
         audit: tuple[str, int, list[dict[str, Any]]] | None = None,
+        decisions: DecisionLines | None = None,
     ) -> bool:
         """Publish snapshots and the stream offsets they cover, atomically, if `token` still leads; with them
-        the results of model commands (by token) and audit events (the catalog store's list, its bound)."""
+        the results of model commands (by token), audit events (the catalog store's list, its bound) and the
+        decision log's lines of the decisions those offsets cover."""
         results = results or {}
         audit_key, audit_kept, events = audit if audit is not None else (self.models_key + ":no-audit", 1, [])
-        args: list[Any] = [token, self.KEEP, audit_kept, len(snapshots), len(results), len(events)]
+        lines = decisions if decisions is not None else DecisionLines(self.models_key + ":no-decisions", [], 0.0, 1)
+        args: list[Any] = [token, self.KEEP, audit_kept, len(snapshots), len(results), len(events), len(lines.lines)]
+        args += [f"{int(lines.oldest_kept * 1000)}-0", lines.max_entries]
         now = time.time()
         for s in snapshots:
             meta = json.dumps(
@@ -204,9 +225,10 @@ class RedisModelStore:
         for result_token, result in results.items():
             args += [self._result_prefix + result_token, json.dumps(result)]
         args += [json.dumps(event, separators=(",", ":")) for event in events]
+        args += lines.lines
         for stream, entry_id in offsets.items():
             args += [stream, entry_id]
-        keys = [self.leader_key, self.models_key, self.offsets_key, self.kept_key, audit_key]
+        keys = [self.leader_key, self.models_key, self.offsets_key, self.kept_key, audit_key, lines.key]
         return bool(await self._publish(keys=keys, args=args))
 
     # --- model commands (AdminService in Redis mode) -------------------------------------------------

@@ -1,0 +1,203 @@
+"""One learned decision as a line of VW's DSJSON, the format VW reads back with `--dsjson`.
+
+A line holds the decision exactly as it was learned: the shared features (`c`, with the namespaces `c` context and
+`s` session), every candidate's features (`c._multi`, in candidate order), the chosen one (`_labelIndex`, 0-based;
+`_label_Action`, 1-based), the cost it was learned with (`_label_cost`: minus the reward scaled to [0, 1]) and its
+probability (`_label_probability`), both as the float32 VW learned; the ranking as VW orders it (`a`, 1-based
+indices, and their probabilities `p`); the outcome (`o`), the time of the decision (`Timestamp`) and its event id
+(`EventId`); `_skipLearn` for a decision never learned (a deferred decision never activated, or a holdout
+session's). Tailor's own fields are in `_tailor`, which VW ignores: the format version, decision point,
+pseudonymised session, model version, the catalog's baseline action, arm (`policy`, `apprentice` with the model's
+own choice and its probability, `holdout`), reward and its source, and the times.
+
+Features are written as VW's text format hashes them: every token of the text example becomes a JSON feature of the
+same name, with its value (1 for a text feature `key=value`, which VW hashes as that one name; for `key:number`, the
+float32 VW's text parser read from the number, which can differ by one step from the nearest float32 a JSON parser
+would give; zero-valued features are dropped, as that parser drops them). JSON string values are never used, so
+`--chain_hash` (which changes how VW hashes string values) and the text format agree, and `vw --cb_explore_adf
+--dsjson --chain_hash` learns from a line exactly what Tailor learned from it (tests/evidence checks the two models
+are equal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from policies import escape_value, reward_to_cost, vw_text_float
+
+from ..decision_log import DecisionRecord
+
+#: Version of `_tailor` and of the lines' layout; readers refuse a newer one.
+LOG_FORMAT = 1
+
+Outcome = Literal["reward", "default", "unactivated"]
+
+
+class Pseudonymizer:
+    """Identifiers (session ids, event ids) as a keyed HMAC: stable within an installation, so a session's
+    decisions still group together, and not reversible by enumerating likely ids (a plain hash would be)."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key  # None: identifiers are written as they are (a deliberate setting)
+
+    def __call__(self, identifier: str) -> str:
+        if self.key is None:
+            return identifier
+        return hmac.new(self.key, identifier.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _namespaces(line: str) -> dict[str, dict[str, float]]:
+    """`|c a=b x:1.5 |s y:2` (a label or `shared` before the first bar is dropped) as JSON namespaces."""
+    out: dict[str, dict[str, float]] = {}
+    for part in line.split("|")[1:]:
+        name, _, body = part.partition(" ")
+        features = out.setdefault(name, {})
+        for token in body.split():
+            if ":" in token:  # key:number (":" never occurs in an escaped key or text value)
+                key, _, number = token.rpartition(":")
+                value = vw_text_float(number)  # the float32 VW's text parser read, not the nearest one
+                if value != 0.0:  # VW's text parser drops zero-valued features
+                    features[key] = value
+            else:
+                features[token] = 1.0
+    return out
+
+
+def _text(namespaces: dict[str, Any]) -> str:
+    """The inverse of `_namespaces`: JSON namespaces back to VW text (`|c a=b x:1.5 |s y:2`)."""
+    parts = []
+    for name, features in namespaces.items():
+        if name.startswith("_") or not isinstance(features, dict):
+            continue
+        tokens = [key if value == 1.0 and "=" in key else f"{key}:{value!r}" for key, value in features.items()]
+        parts.append(f"|{name} {' '.join(tokens)}".rstrip())
+    return " ".join(parts)
+
+
+def _action_id(line: str) -> str:
+    """The (escaped) id of an action line `|a id=<id> ...`."""
+    token = line.split(" ", 2)[1] if " " in line else ""
+    return token[3:] if token.startswith("id=") else ""
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dsjson_line(
+    record: DecisionRecord,
+    reward: float,
+    outcome: Outcome,
+    learned_at: float,
+    pseudonymize: Pseudonymizer,
+) -> str:
+    """The DSJSON line of a decision as it was learned (or, `unactivated`, as it was never learned)."""
+    decision = record.decision
+    multi = [_namespaces(line) for line in record.actions]
+    escaped = [_action_id(line) for line in record.actions]  # candidate order, as VW saw them
+    position = {action_id: i for i, action_id in enumerate(escaped)}
+    raw = {escape_value(action_id): action_id for action_id, _ in decision.ranking}
+    cost = reward_to_cost(reward, *record.reward_range)
+    event_id = pseudonymize(decision.event_id)
+    doc: dict[str, Any] = {
+        "_label_cost": vw_text_float(repr(cost)),  # as VW read the text label Tailor learned from
+        "_label_probability": vw_text_float(repr(decision.probability)),
+        "_label_Action": record.chosen + 1,
+        "_labelIndex": record.chosen,
+        "o": [{"v": reward, "EventId": event_id}] if outcome == "reward" else [],
+        "Timestamp": _iso(record.created_at),
+        "Version": "1",
+        "EventId": event_id,
+        "a": [position[escape_value(action_id)] + 1 for action_id, _ in decision.ranking],
+        "c": {**_namespaces(record.shared), "_multi": multi},
+        "p": [p for _, p in decision.ranking],
+        "VWState": {"m": decision.model_version},
+    }
+    if outcome == "unactivated" or decision.arm == "holdout":  # never learned
+        doc["_skipLearn"] = True
+    doc["_tailor"] = {
+        "format": LOG_FORMAT,
+        "decision_point": record.decision_point,
+        "session": pseudonymize(record.session_id),
+        "action_ids": [raw.get(action_id, action_id) for action_id in escaped],
+        "chosen": decision.action_id,
+        "model": decision.model_version,
+        "arm": decision.arm,
+        "baseline": record.baseline,
+        **(
+            {"model_action": decision.model_action_id, "model_probability": decision.model_probability}
+            if decision.arm == "apprentice"
+            else {}
+        ),
+        "reward": reward,
+        "outcome": outcome,
+        "reward_range": list(record.reward_range),
+        "rewards": list(record.rewards),
+        "decided_at": record.created_at,
+        "activated_at": record.activated_at,
+        "learned_at": learned_at,
+    }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedDecision:
+    """A line read back: the VW text example as it was learned, and what was logged with it."""
+
+    event_id: str
+    decision_point: str
+    shared: str  # "shared |c ... |s ..."
+    actions: tuple[str, ...]  # "|a ..." lines, in candidate order
+    chosen: int
+    cost: float
+    probability: float
+    reward: float
+    pmf: tuple[float, ...]  # every candidate's probability, in candidate order
+    skip_learn: bool
+    decided_at: float
+    learned_at: float
+    model: str
+    doc: dict[str, Any]
+
+
+class LogFormatError(ValueError):
+    """A line that is not a decision of a format this release reads."""
+
+
+def read_line(line: str) -> LoggedDecision:
+    """Parse one DSJSON line written by `dsjson_line` (LogFormatError names what is wrong)."""
+    try:
+        doc = json.loads(line)
+        tailor = doc["_tailor"]
+        if tailor.get("format") != LOG_FORMAT:
+            raise LogFormatError(f"log format {tailor.get('format')!r}; this release reads {LOG_FORMAT}")
+        context = doc["c"]
+        multi = context["_multi"]
+        pmf = [0.0] * len(multi)
+        for index, probability in zip(doc["a"], doc["p"], strict=True):
+            pmf[int(index) - 1] = float(probability)
+        return LoggedDecision(
+            event_id=str(doc["EventId"]),
+            decision_point=str(tailor["decision_point"]),
+            shared=f"shared {_text(context)}",
+            actions=tuple(_text(action) for action in multi),
+            chosen=int(doc["_labelIndex"]),
+            cost=float(doc["_label_cost"]),
+            probability=float(doc["_label_probability"]),
+            reward=float(tailor["reward"]),
+            pmf=tuple(pmf),
+            skip_learn=bool(doc.get("_skipLearn", False)),
+            decided_at=float(tailor["decided_at"]),
+            learned_at=float(tailor["learned_at"]),
+            model=str(tailor["model"]),
+            doc=doc,
+        )
+    except LogFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise LogFormatError(f"not a Tailor decision line: {type(err).__name__}: {err}") from None
