@@ -149,7 +149,7 @@ def _decisions(paths: Sequence[Path]) -> Iterator[LoggedDecision]:
             if not line.strip():
                 continue
             try:
-                decision = read_line(line)
+                decision = read_line(line.rstrip("\n"))
             except LogFormatError as err:
                 raise ValueError(f"{path}:{n}: {err}") from None
             if not 0 <= decision.chosen < len(decision.pmf) or not 0.0 < decision.pmf[decision.chosen] <= 1.0:
@@ -173,9 +173,9 @@ def evaluate_point(
     from vowpalwabbit import pyvw
 
     usable = [d for d in decisions if not d.skip_learn]
-    low, high = (float(x) for x in usable[0].doc["_tailor"]["reward_range"]) if usable else (0.0, 1.0)
-    first_ids = usable[0].doc["_tailor"]["action_ids"] if usable else []
-    logged_baseline = next((d.doc["_tailor"].get("baseline") for d in reversed(decisions)), None)
+    low, high = usable[0].reward_range if usable else (0.0, 1.0)
+    first_ids = usable[0].action_ids if usable else ()
+    logged_baseline = next((d.baseline for d in reversed(decisions)), None)
     baseline_id = baseline or logged_baseline or (first_ids[0] if first_ids else "")
 
     def new(name: str, kind: str, description: str) -> _Policy:
@@ -192,7 +192,7 @@ def evaluate_point(
     every = max(1, len(usable) // 200)
     try:
         for i, d in enumerate(usable, 1):
-            ids: list[str] = d.doc["_tailor"]["action_ids"]
+            ids = d.action_ids
             reward = min(high, max(low, d.reward))
             chosen_id = ids[d.chosen]
             # The probability the chosen action was served with, not `_label_probability` (the float32 VW's
@@ -206,10 +206,9 @@ def evaluate_point(
                 (fixed[1], [1.0 / k] * k),
                 (fixed[2], [1.0 if j == base_index else 0.0 for j in range(k)]),
             ]
-            line = json.dumps(d.doc, separators=(",", ":")) if learned else ""
             for policy, ws in zip(learned, workspaces, strict=True):
                 started = time.perf_counter()
-                examples = ws.parse(line)
+                examples = ws.parse(d.line)
                 pmf = ws.predict(examples)
                 ws.learn(examples)
                 ws.finish_example(examples)
@@ -261,13 +260,11 @@ def _arms(decisions: Sequence[LoggedDecision], baseline: str, alpha: float) -> d
     rewards: dict[str, list[float]] = defaultdict(list)
     agreed: list[float] = []
     for d in decisions:
-        tailor = d.doc["_tailor"]
-        if tailor.get("outcome") == "unactivated":
+        if d.outcome == "unactivated":
             continue
-        arm = str(tailor.get("arm", "policy"))
-        rewards[arm].append(d.reward)
-        if arm == "apprentice":
-            agreed.append(1.0 if tailor.get("model_action") == (tailor.get("baseline") or baseline) else 0.0)
+        rewards[d.arm].append(d.reward)
+        if d.arm == "apprentice":
+            agreed.append(1.0 if d.model_action == (d.baseline or baseline) else 0.0)
 
     def counters(xs: Sequence[float]) -> tuple[float, float, float]:
         return float(len(xs)), math.fsum(xs), math.fsum(x * x for x in xs)
@@ -449,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
         print("tailor evaluate: the logs hold no decisions (of the selected decision points)", file=sys.stderr)
         return 1
     for point, decisions in by_point.items():
-        ids = {a for d in decisions if not d.skip_learn for a in d.doc["_tailor"]["action_ids"]}
+        ids = {a for d in decisions if not d.skip_learn for a in d.action_ids}
         if args.baseline and ids and args.baseline not in ids:
             print(
                 f"tailor evaluate: --baseline {args.baseline!r} is not a candidate of {point!r} "

@@ -215,6 +215,17 @@ def test_the_server_stays_healthy_and_serving(server: RunningServer) -> None:
     assert server.client.decide("after-the-storm", "home_layout").action_id in LAYOUTS
     assert server.metric("tailor_rpc_errors_total", {"method": "Decide", "code": "INTERNAL"}) == 0
 
+    # What the fuzzed decisions left (request-supplied actions, hostile features) is learned and logged cleanly.
+    def logged() -> float:
+        return sum(
+            server.metric("tailor_decision_log_lines_total", {"decision_point": point, "outcome": outcome})
+            for point in ("home_layout", "apprentice")
+            for outcome in ("reward", "default", "unactivated")
+        )
+
+    assert server.wait_for(lambda: logged() > 0, timeout=10)
+    assert server.metric("tailor_decision_log_errors_total") == 0
+
 
 def test_refused_input_leaves_a_trained_model_unchanged(
     start_server: Callable[..., RunningServer], tmp_path: Path

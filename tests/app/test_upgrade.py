@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from vowpalwabbit import pyvw
 
 from server.catalogs import _catalog
 from server.state.models import ESTABLISHED
@@ -64,6 +67,22 @@ def test_the_previous_releases_model_and_decisions_carry_on_after_an_upgrade(tmp
     folders = sorted(p.name for p in (data / "models" / "home_layout").iterdir())
     assert folders == [MODEL_0_1]  # no second model was started
     assert (data / "models" / "home_layout" / MODEL_0_1 / "0000000002.vw").is_file()  # it learned on
+    # 0.1's open decisions, rewarded after the upgrade, are in the decision log like any other (0.1 recorded no
+    # baseline with them: null), and VW reads them back.
+    out = tmp_path / "export.dsjson"
+    command = [sys.executable, "-m", "server", "export-logs", "--out", str(out), "--data-dir", str(data)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    rewarded = [d for d in docs if d["_label_cost"] == -1.0]
+    assert len(rewarded) == len(answers["pending"]) and {d["_tailor"]["chosen"] for d in rewarded} == {"carousel"}
+    assert all(d["_tailor"]["arm"] == "policy" and d["_tailor"]["baseline"] is None for d in rewarded)
+    workspace = pyvw.Workspace("--cb_explore_adf --dsjson --chain_hash --quiet")
+    for line in out.read_text().splitlines():
+        examples = workspace.parse(line)
+        workspace.learn(examples)
+        workspace.finish_example(examples)
+    workspace.finish()
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ def test_vw_learns_from_the_exported_lines_exactly_what_tailor_learned(
     decisions = [read_line(line) for line in lines]
     assert sum(d.cost == -1.0 for d in decisions) == hits and {d.decision_point for d in decisions} == {"home_layout"}
     assert all(session not in out.read_text() for session in set(sessions))  # pseudonymised
-    assert len({d.doc["_tailor"]["session"] for d in decisions}) == 17  # the same shopper, the same pseudonym
+    assert len({d.session for d in decisions}) == 17  # the same shopper, the same pseudonym
     # VW, from the lines alone, with the model's own flags: the same weights as Tailor's snapshot.
     [folder] = (data / "models" / "home_layout").iterdir()
     snapshot = max(folder.glob("*.vw"))

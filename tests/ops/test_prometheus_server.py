@@ -42,11 +42,26 @@ DECISION_POINT = "home_layout"
 # Grafana's variables as the dashboard uses them: `$__rate_interval` becomes a window covering the test's samples
 # (1 s scrapes), `$instance` and `$decision_point` are multi-value with allValue ".*" inside `=~` matchers.
 VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "$decision_point": ".*"}
-# Panel queries that cannot have data in a short test, with the reason. Empty: every panel must show data.
-NO_DATA_EXPECTED: dict[str, str] = {}
-# The same for Redis mode (two replicas and `tailor learn`), keyed by panel query, with the reason. Empty too:
+# Panel queries of the "Evidence" row that have no data (NaN: 0 / 0) unless a catalog sets a holdout or apprentice
+# mode, which the test's catalog does not: its decisions are all served by the learned policy. The recording rules
+# behind them are unit-tested with promtool (ops/prometheus/tests/evidence_test.yaml).
+_NO_HOLDOUT = "no holdout in the test's catalog (policy.holdout_share 0): the lift is NaN"
+_NO_APPRENTICE = "no decision point in apprentice mode: the agreement rate is 0 / 0"
+EVIDENCE_NO_DATA: dict[str, str] = {
+    'tailor:holdout_lift:mean1d{decision_point=~".*"}': _NO_HOLDOUT,
+    'tailor:holdout_lift:mean1d{decision_point=~".*"} + tailor:holdout_lift:ci95_1d{decision_point=~".*"}': _NO_HOLDOUT,
+    'tailor:holdout_lift:mean1d{decision_point=~".*"} - tailor:holdout_lift:ci95_1d{decision_point=~".*"}': _NO_HOLDOUT,
+    (
+        'sum by (decision_point) (rate(tailor_apprentice_decisions_total{agreed="true", instance=~".*", '
+        'decision_point=~".*"}[1h])) / sum by (decision_point) (rate(tailor_apprentice_decisions_total'
+        '{instance=~".*", decision_point=~".*"}[1h]))'
+    ): _NO_APPRENTICE,
+}
+# Panel queries that cannot have data in a short test, with the reason. Otherwise every panel must show data.
+NO_DATA_EXPECTED: dict[str, str] = dict(EVIDENCE_NO_DATA)
+# The same for Redis mode (two replicas and `tailor learn`), keyed by panel query, with the reason. Nothing else:
 # `tailor learn` times what it publishes as its snapshot duration.
-NO_DATA_EXPECTED_REDIS: dict[str, str] = {}
+NO_DATA_EXPECTED_REDIS: dict[str, str] = dict(EVIDENCE_NO_DATA)
 TIMEOUT_SECONDS = 60.0
 REDIS_TIMEOUT_SECONDS = 30.0
 

@@ -21,7 +21,7 @@ are equal).
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import hmac
 import json
 from dataclasses import dataclass
@@ -48,7 +48,7 @@ class Pseudonymizer:
     def __call__(self, identifier: str) -> str:
         if self.key is None:
             return identifier
-        return hmac.new(self.key, identifier.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self.key, identifier.encode(), "sha256").hex()[:32]
 
 
 def _namespaces(line: str) -> dict[str, dict[str, float]]:
@@ -89,6 +89,19 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@functools.lru_cache(maxsize=1024)
+def _candidates(actions: tuple[str, ...]) -> tuple[str, dict[str, int]]:
+    """A candidate set's `_multi` as JSON and each (escaped) id's position: computed once per catalog version (its
+    action lines are the same objects decision after decision), not per line written."""
+    multi = json.dumps([_namespaces(line) for line in actions], separators=_COMPACT)
+    return multi, {_action_id(line): i for i, line in enumerate(actions)}
+
+
+_escaped = functools.lru_cache(maxsize=1 << 14)(escape_value)
+_COMPACT = (",", ":")
+_dumps = json.JSONEncoder(separators=_COMPACT).encode
+
+
 def dsjson_line(
     record: DecisionRecord,
     reward: float,
@@ -96,35 +109,43 @@ def dsjson_line(
     learned_at: float,
     pseudonymize: Pseudonymizer,
 ) -> str:
-    """The DSJSON line of a decision as it was learned (or, `unactivated`, as it was never learned)."""
+    """The DSJSON line of a decision as it was learned (or, `unactivated`, as it was never learned).
+
+    Written on the learner's path for every decision, so it is assembled from JSON fragments: the candidates'
+    part (`_multi`, most of a line) is encoded once per candidate set."""
     decision = record.decision
-    multi = [_namespaces(line) for line in record.actions]
-    escaped = [_action_id(line) for line in record.actions]  # candidate order, as VW saw them
-    position = {action_id: i for i, action_id in enumerate(escaped)}
-    raw = {escape_value(action_id): action_id for action_id, _ in decision.ranking}
+    multi, position = _candidates(record.actions)
+    ranking = decision.ranking
+    order: list[int] = []
+    action_ids = [""] * len(position)
+    for action_id, _ in ranking:
+        i = position[_escaped(action_id)]
+        order.append(i + 1)
+        action_ids[i] = action_id
     cost = reward_to_cost(reward, *record.reward_range)
     event_id = pseudonymize(decision.event_id)
-    doc: dict[str, Any] = {
-        "_label_cost": vw_text_float(repr(cost)),  # as VW read the text label Tailor learned from
-        "_label_probability": vw_text_float(repr(decision.probability)),
-        "_label_Action": record.chosen + 1,
-        "_labelIndex": record.chosen,
-        "o": [{"v": reward, "EventId": event_id}] if outcome == "reward" else [],
-        "Timestamp": _iso(record.created_at),
-        "Version": "1",
-        "EventId": event_id,
-        "a": [position[escape_value(action_id)] + 1 for action_id, _ in decision.ranking],
-        "c": {**_namespaces(record.shared), "_multi": multi},
-        "p": [p for _, p in decision.ranking],
-        "VWState": {"m": decision.model_version},
-    }
+    head = _dumps(
+        {
+            "_label_cost": vw_text_float(repr(cost)),  # as VW read the text label Tailor learned from
+            "_label_probability": vw_text_float(repr(decision.probability)),
+            "_label_Action": record.chosen + 1,
+            "_labelIndex": record.chosen,
+            "o": [{"v": reward, "EventId": event_id}] if outcome == "reward" else [],
+            "Timestamp": _iso(record.created_at),
+            "Version": "1",
+            "EventId": event_id,
+            "a": order,
+        }
+    )
+    shared = _dumps(_namespaces(record.shared))
+    tail: dict[str, Any] = {"p": [p for _, p in ranking], "VWState": {"m": decision.model_version}}
     if outcome == "unactivated" or decision.arm == "holdout":  # never learned
-        doc["_skipLearn"] = True
-    doc["_tailor"] = {
+        tail["_skipLearn"] = True
+    tail["_tailor"] = {
         "format": LOG_FORMAT,
         "decision_point": record.decision_point,
         "session": pseudonymize(record.session_id),
-        "action_ids": [raw.get(action_id, action_id) for action_id in escaped],
+        "action_ids": action_ids,
         "chosen": decision.action_id,
         "model": decision.model_version,
         "arm": decision.arm,
@@ -142,27 +163,48 @@ def dsjson_line(
         "activated_at": record.activated_at,
         "learned_at": learned_at,
     }
-    return json.dumps(doc, separators=(",", ":"))
+    context = shared[:-1] + ("," if len(shared) > 2 else "") + '"_multi":' + multi + "}"
+    return head[:-1] + ',"c":' + context + "," + _dumps(tail)[1:]
 
 
 @dataclass(frozen=True, slots=True)
 class LoggedDecision:
-    """A line read back: the VW text example as it was learned, and what was logged with it."""
+    """A line read back: the line itself (VW reads it as it is) and what evaluation needs of it, compact (a
+    100k-decision log is held in memory by `tailor evaluate`)."""
 
+    line: str
     event_id: str
     decision_point: str
-    shared: str  # "shared |c ... |s ..."
-    actions: tuple[str, ...]  # "|a ..." lines, in candidate order
+    session: str
+    action_ids: tuple[str, ...]  # candidate order
     chosen: int
-    cost: float
-    probability: float
-    reward: float
-    pmf: tuple[float, ...]  # every candidate's probability, in candidate order
+    cost: float  # _label_cost: the float32 VW learned
+    probability: float  # _label_probability: the float32 VW learned
+    reward: float  # as reported (or the default), in the decision point's reward range
+    reward_range: tuple[float, float]
+    pmf: tuple[float, ...]  # every candidate's logged probability, in candidate order
     skip_learn: bool
+    outcome: str
+    arm: str
+    baseline: str | None
+    model_action: str | None
     decided_at: float
     learned_at: float
     model: str
-    doc: dict[str, Any]
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return dict(json.loads(self.line))
+
+    @property
+    def shared(self) -> str:
+        """The shared line of the VW text example it was learned as ("shared |c ... |s ...")."""
+        return f"shared {_text(self.doc['c'])}"
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The action lines of that example ("|a ..."), in candidate order."""
+        return tuple(_text(action) for action in self.doc["c"]["_multi"])
 
 
 class LogFormatError(ValueError):
@@ -176,26 +218,34 @@ def read_line(line: str) -> LoggedDecision:
         tailor = doc["_tailor"]
         if tailor.get("format") != LOG_FORMAT:
             raise LogFormatError(f"log format {tailor.get('format')!r}; this release reads {LOG_FORMAT}")
-        context = doc["c"]
-        multi = context["_multi"]
-        pmf = [0.0] * len(multi)
+        n = len(doc["c"]["_multi"])
+        pmf = [0.0] * n
         for index, probability in zip(doc["a"], doc["p"], strict=True):
             pmf[int(index) - 1] = float(probability)
+        low, high = tailor["reward_range"]
+        action_ids = tuple(str(a) for a in tailor["action_ids"])
+        if len(action_ids) != n:
+            raise LogFormatError(f"not a Tailor decision line: {len(action_ids)} action ids for {n} candidates")
         return LoggedDecision(
+            line=line,
             event_id=str(doc["EventId"]),
             decision_point=str(tailor["decision_point"]),
-            shared=f"shared {_text(context)}",
-            actions=tuple(_text(action) for action in multi),
+            session=str(tailor["session"]),
+            action_ids=action_ids,
             chosen=int(doc["_labelIndex"]),
             cost=float(doc["_label_cost"]),
             probability=float(doc["_label_probability"]),
             reward=float(tailor["reward"]),
+            reward_range=(float(low), float(high)),
             pmf=tuple(pmf),
             skip_learn=bool(doc.get("_skipLearn", False)),
+            outcome=str(tailor["outcome"]),
+            arm=str(tailor.get("arm", "policy")),
+            baseline=tailor.get("baseline"),
+            model_action=tailor.get("model_action"),
             decided_at=float(tailor["decided_at"]),
             learned_at=float(tailor["learned_at"]),
             model=str(tailor["model"]),
-            doc=doc,
         )
     except LogFormatError:
         raise
