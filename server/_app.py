@@ -132,10 +132,11 @@ class TailorServer:
                     retention_seconds=config.decision_log_retention_hours * 3600,
                     max_total_bytes=config.decision_log_max_mb << 20,
                 )
-                evidence = EvidenceRecorder(self.evidence_log.write, self._pseudonymizer(), self.metrics)
+                evidence = EvidenceRecorder(
+                    self.evidence_log.write, self._pseudonymizer(), self.metrics, self.evidence_log.flush
+                )
             self.evidence = evidence
-            flush = self.evidence_log.flush if self.evidence_log is not None else lambda: None
-            learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds, evidence, flush)
+            learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds, evidence)
             memory_log = InMemoryDecisionLog(
                 config.max_pending_decisions,
                 learn=learner.submit,
@@ -586,7 +587,11 @@ class TailorServer:
             await self.decisions.close_windows(time.time())
             learned = self.learner.drain()
             if self.evidence_log is not None:
-                self.evidence_log.close()
+                try:
+                    self.evidence_log.close()
+                except OSError:  # a full disk: counted; the snapshot and the pending decisions still get saved
+                    self.metrics.decision_log_errors.inc()
+                    log.exception("decision log not closed cleanly", extra={"event": "decision_log_error"})
             written = self.snapshot_changed()
             saved = self.decisions.save(self.pending_file)
         if self.redis is not None:

@@ -147,7 +147,9 @@ class LearnConfig(BaseSettings):
     )
     decision_log: bool = Field(True, description="write every learned decision as VW DSJSON, in Redis")
     decision_log_retention_hours: float = Field(168.0, gt=0, description="decision log lines are kept this long")
-    decision_log_max_entries: int = Field(10_000_000, ge=1, description="the decision log stream keeps at most this")
+    decision_log_max_entries: int = Field(
+        2_000_000, ge=1, description="the decision log stream keeps at most this (~1-1.5 KB of Redis memory each)"
+    )
     decision_log_key: str | None = Field(
         None, description="hex key of the HMAC that pseudonymises ids in the decision log; unset = made per install"
     )

@@ -47,7 +47,7 @@ from policies import (
     mean_interval,
 )
 from server.catalogs import LearningParams, PolicyConfig
-from server.state.evidence import LogFormatError, LoggedDecision, read_files, read_line
+from server.state.evidence import LogFormatError, LoggedDecision, canonical, read_files, read_line
 
 ESTIMATORS = ("ips", "snips", "dr")
 
@@ -149,8 +149,11 @@ def _decisions(paths: Sequence[Path]) -> Iterator[LoggedDecision]:
             if not line.strip():
                 continue
             try:
-                decision = read_line(line.rstrip("\n"))
+                decision = read_line(canonical(line.rstrip("\n")))
             except LogFormatError as err:
+                if path.is_dir():  # a data directory's log: a line torn by a crash mid-write is skipped, as export does
+                    print(f"tailor evaluate: {path}: skipped an unreadable line ({err})", file=sys.stderr)
+                    continue
                 raise ValueError(f"{path}:{n}: {err}") from None
             if not 0 <= decision.chosen < len(decision.pmf) or not 0.0 < decision.pmf[decision.chosen] <= 1.0:
                 raise ValueError(

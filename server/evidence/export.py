@@ -1,6 +1,7 @@
 """`tailor export-logs`: the decision log's lines for a time range, as VW DSJSON, from the data directory
 (embedded) or from Redis (Redis mode), in the order they were learned (the order VW must read them in to
-learn what Tailor learned), each decision once (lines are deduplicated by event id)."""
+learn what Tailor learned), each decision once (lines are deduplicated by event id), with their numbers as VW's
+text parser read them (`server.state.evidence.canonical`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import IO
 
 import redis.asyncio as aioredis
 
-from server.state.evidence import read_files, read_stream
+from server.state.evidence import LogFormatError, canonical, read_files, read_stream
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -74,8 +75,12 @@ def _selected(
             continue
         if event_id in seen:
             continue
+        try:
+            exported = canonical(line)  # numbers as VW's text parser read them: VW learns what Tailor learned
+        except LogFormatError:
+            continue
         seen.add(event_id)
-        yield line
+        yield exported
 
 
 async def _redis_lines(url: str, prefix: str, since: float | None) -> list[str]:

@@ -17,10 +17,26 @@ _limited = RateLimitedLog(log, seconds=10.0)
 
 
 class EvidenceRecorder:
-    def __init__(self, write: Callable[[str], None], pseudonymize: Pseudonymizer, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        pseudonymize: Pseudonymizer,
+        metrics: Metrics,
+        flush: Callable[[], None] = lambda: None,
+    ) -> None:
         self.write = write
         self.pseudonymize = pseudonymize
         self.metrics = metrics
+        self._flush = flush
+
+    def flush(self) -> None:
+        """Push what was written to where the log lives (after each learner slice); a failure (a full disk) is
+        counted and logged, never raised: learning goes on, and the lines come back when the disk has room."""
+        try:
+            self._flush()
+        except Exception:
+            self.metrics.decision_log_errors.inc()
+            _limited.log(logging.ERROR, "flush", "decision log lines not written", exc_info=True)
 
     def learned(self, record: DecisionRecord, reward: float, source: Source) -> None:
         self._record(record, reward, source)

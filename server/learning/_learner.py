@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,13 +43,11 @@ class Learner:
         metrics: Metrics,
         slice_seconds: float = 0.001,
         evidence: EvidenceRecorder | None = None,
-        flush: Callable[[], None] = lambda: None,
     ) -> None:
         self.models = models
         self.metrics = metrics
         self.slice_seconds = slice_seconds
         self.evidence = evidence  # the durable decision log (None: off)
-        self._flush = flush
         self._queue: deque[LearnItem] = deque()
         self._wake = asyncio.Event()
 
@@ -88,7 +85,8 @@ class Learner:
             done += 1
             if time.perf_counter() >= deadline:
                 break
-        self._flush()  # the decision log's lines of this slice reach the file
+        if self.evidence is not None:
+            self.evidence.flush()  # the decision log's lines of this slice reach the file
         return done
 
     def drain(self) -> int:

@@ -31,7 +31,7 @@ from server.core import LearnConfig, Metrics, RateLimitedLog, Unavailable
 from server.state import redis_settings_problems
 from server.state.catalogs import AuditEvent, CatalogDirectory, RedisCatalogStore, served_catalogs
 from server.state.decision_log import LearnEntry, RedisDecisionLog
-from server.state.evidence import Pseudonymizer, redis_installation_key, stream_key
+from server.state.evidence import Pseudonymizer, pack, redis_installation_key, stream_key
 from server.state.models import (
     DecisionLines,
     LearnedActions,
@@ -83,7 +83,7 @@ class SharedLearner:
         self._catalog_versions: dict[str, int] = {}
         self._catalog_epoch = -1
         # The decision log's lines of what was learned since the last publish, written with it (exactly once).
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []  # compressed (`pack`): Redis holds days of them
         self.evidence: EvidenceRecorder | None = None
         self.lease = LeaderLease(self.client, self.store.leader_key, config.lease_seconds)
         self.models: dict[str, _Model] = {}
@@ -167,7 +167,8 @@ class SharedLearner:
                     if self.config.decision_log_key
                     else await redis_installation_key(self.client, self.config.redis_prefix)
                 )
-            self.evidence = EvidenceRecorder(self._lines.append, Pseudonymizer(key), self.metrics)
+            lines = self._lines
+            self.evidence = EvidenceRecorder(lambda line: lines.append(pack(line)), Pseudonymizer(key), self.metrics)
         await self._read_catalogs()
         await self._load_published()
         self._read_since_trim = {}

@@ -27,6 +27,7 @@ from google.protobuf import json_format
 
 from server.core import LearnConfig
 from server.learning import SharedLearner
+from server.state.evidence import unpack
 from server.tools.launcher import LearnProcess, metric_sum
 from tailor.v1 import decision_service_pb2 as pb
 
@@ -184,10 +185,10 @@ def test_a_killed_learner_loses_nothing_and_learns_nothing_twice(cluster: Cluste
 
     assert eventually(all_published, timeout=15)  # every hand-off is covered by the published models
     # The decision log, written with the publishes: each decision exactly once, none lost, across the kill -9.
-    client = cluster.redis.client()
-    entries: list[tuple[str, dict[str, str]]] = client.xrange(f"{cluster.prefix}:{{m}}:decisions")  # type: ignore[assignment]
-    client.close()
-    event_ids = [json.loads(fields["line"])["EventId"] for _, fields in entries]
+    raw = redis.Redis(port=cluster.redis.port)  # the lines are compressed: bytes, not text
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = raw.xrange(f"{cluster.prefix}:{{m}}:decisions")  # type: ignore[assignment]
+    raw.close()
+    event_ids = [json.loads(unpack(fields[b"z"]))["EventId"] for _, fields in entries]
     assert len(event_ids) == 50 and len(set(event_ids)) == 50
     out = cluster.tmp / "export.dsjson"
     command = ["export-logs", "--out", str(out), "--redis-url", cluster.redis.url, "--redis-prefix", cluster.prefix]

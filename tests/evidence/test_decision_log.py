@@ -210,3 +210,66 @@ def test_files_rotate_and_stay_within_their_bounds(tmp_path: Path) -> None:
     assert sum(f.stat().st_size for f in files) <= 3500 + 1100  # the open file may overshoot by one
     kept = [json.loads(line)["i"] for f in files for line in f.read_text().splitlines()]
     assert kept == list(range(kept[0], 100))  # the newest are kept, in order
+
+
+def test_a_full_disk_costs_log_lines_not_learning(start_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    catalogs = tmp_path / "catalogs"
+    catalogs.mkdir()
+    write_catalog(catalogs, "home_layout", ACTIONS, reward_window_seconds=60)
+    server = start_server(catalogs)
+    log = server.app.evidence_log
+    assert log is not None
+    server.call(lambda: log.write("{}"))  # opens today's file
+    full = Path("/dev/full").open("w")  # noqa: SIM115 (the log owns it) every write to it fails with ENOSPC
+
+    def fill() -> None:
+        assert log._file is not None
+        log._file.close()
+        log._file = full
+
+    server.call(fill)
+    for i in range(20):
+        d = server.client.decide(f"s{i}", "home_layout")
+        server.client.report_rewards([(d.event_id, 1.0, f"r{i}")])
+    learned = ("tailor_learned_examples_total", {"decision_point": "home_layout", "source": "reward"})
+    assert server.wait_for(lambda: server.metric(*learned) == 20)  # learning went on
+    assert server.metric("tailor_decision_log_errors_total") > 0  # the lost lines are counted
+    assert server.client.decide("after", "home_layout").action_id in ACTIONS
+    server.stop()  # and a graceful stop still snapshots the model
+    assert list((tmp_path / "data" / "models" / "home_layout").rglob("*.vw"))
+
+
+def test_canonical_lines_carry_vw_text_parser_numbers_and_nothing_else_changes() -> None:
+    from server.state.decision_log import Decision, DecisionRecord
+    from server.state.evidence import Pseudonymizer, canonical, dsjson_line
+
+    record = DecisionRecord(
+        decision=Decision("e1", "b", 0.6, (("b", 0.6), ("a", 0.4)), {}, "abc.3"),
+        session_id="s1",
+        decision_point="home_layout",
+        shared="shared |c device=mobile basket:35.5 zero:0 |s events:1.0986123",
+        actions=("|a id=a density:24", "|a id=b density:6.46931e-08"),
+        chosen=1,
+        created_at=1_796_814_000.123,
+        window_seconds=60,
+        aggregation="first",
+        reward_range=(0.0, 2.0),
+        default_reward=0.0,
+        grace_seconds=600,
+        activated_at=1_796_814_000.123,
+    )
+    raw = dsjson_line(record, 1.0, "reward", 1_796_814_031.5, Pseudonymizer(None))
+    doc = json.loads(raw)
+    assert doc["c"]["s"] == {"events": 1.0986123} and doc["c"]["c"]["zero"] == 0  # the decimals Tailor gave VW
+    line = canonical(raw)
+    assert canonical(line) == line  # idempotent
+    out = json.loads(line)
+    # VW's text parser's float32, one step below the nearest float32 to 1.0986123 (1.0986123085021973)
+    assert out["c"]["s"] == {"events": 1.0986121892929077}
+    assert "zero" not in out["c"]["c"] and out["c"]["c"]["device=mobile"] == 1.0  # it drops zero values
+    assert out["c"]["_multi"][1]["a"]["density"] == 6.469309710155358e-08
+    assert out["_label_cost"] == -0.5 and out["_label_probability"] == 0.6000000238418579
+    assert out["_tailor"].pop("numbers") == "vw"
+    for name in ("c", "_label_cost", "_label_probability"):
+        out.pop(name), doc.pop(name)
+    assert out == doc  # nothing else changes

@@ -7,9 +7,18 @@ Imports: `server.state.decision_log`, `server.state._redis`, `policies`; nothing
 
 from ._files import FileEvidenceLog, read_files
 from ._files import installation_key as file_installation_key
-from ._format import LOG_FORMAT, LogFormatError, LoggedDecision, Outcome, Pseudonymizer, dsjson_line, read_line
+from ._format import (
+    LOG_FORMAT,
+    LogFormatError,
+    LoggedDecision,
+    Outcome,
+    Pseudonymizer,
+    canonical,
+    dsjson_line,
+    read_line,
+)
 from ._redis import installation_key as redis_installation_key
-from ._redis import read_stream, stream_key
+from ._redis import pack, read_stream, stream_key, unpack
 
 __all__ = [
     "LOG_FORMAT",
@@ -18,11 +27,14 @@ __all__ = [
     "LoggedDecision",
     "Outcome",
     "Pseudonymizer",
+    "canonical",
     "dsjson_line",
     "file_installation_key",
+    "pack",
     "read_files",
     "read_line",
     "read_stream",
     "redis_installation_key",
     "stream_key",
+    "unpack",
 ]

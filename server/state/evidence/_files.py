@@ -10,6 +10,7 @@ last slice, together with what the model learned from them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -74,10 +75,13 @@ class FileEvidenceLog:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.flush()
+                os.fsync(file.fileno())
+            finally:
+                with contextlib.suppress(OSError):  # what could not be flushed (a full disk) is lost; it raised above
+                    file.close()
 
     def _rotate(self, now: float) -> None:
         self.close()

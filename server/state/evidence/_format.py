@@ -11,12 +11,17 @@ pseudonymised session, model version, the catalog's baseline action, arm (`polic
 own choice and its probability, `holdout`), reward and its source, and the times.
 
 Features are written as VW's text format hashes them: every token of the text example becomes a JSON feature of the
-same name, with its value (1 for a text feature `key=value`, which VW hashes as that one name; for `key:number`, the
-float32 VW's text parser read from the number, which can differ by one step from the nearest float32 a JSON parser
-would give; zero-valued features are dropped, as that parser drops them). JSON string values are never used, so
-`--chain_hash` (which changes how VW hashes string values) and the text format agree, and `vw --cb_explore_adf
---dsjson --chain_hash` learns from a line exactly what Tailor learned from it (tests/evidence checks the two models
-are equal).
+same name (1 for a text feature `key=value`, which VW hashes as that one name; for `key:number`, the number). JSON
+string values are never used, so `--chain_hash` (which changes how VW hashes string values) and the text format
+agree.
+
+Numbers are stored as the very decimals Tailor gave VW (lossless, and cheap to write on the learner's path). VW's
+text parser reads a decimal into a float32 its own way, which can differ by one step from the nearest float32 a
+JSON parser gives, and it drops zero-valued features; `canonical` (applied by `tailor export-logs`, and by `tailor
+evaluate` to lines it reads from a data directory) rewrites a line's features and label with the float32 values
+VW's text parser read, so `vw --cb_explore_adf --dsjson --chain_hash` learns from an exported line exactly what
+Tailor learned from it (tests/evidence checks the two models are equal, weight for weight). A canonical line says so
+in `_tailor.numbers` ("vw").
 """
 
 from __future__ import annotations
@@ -51,25 +56,25 @@ class Pseudonymizer:
         return hmac.digest(self.key, identifier.encode(), "sha256").hex()[:32]
 
 
-def _namespaces(line: str) -> dict[str, dict[str, float]]:
-    """`|c a=b x:1.5 |s y:2` (a label or `shared` before the first bar is dropped) as JSON namespaces."""
-    out: dict[str, dict[str, float]] = {}
+_quote = json.encoder.encode_basestring_ascii
+
+
+def _namespaces_json(line: str) -> str:
+    """`|c a=b x:1.5 |s y:2` (a label or `shared` before the first bar is dropped) as the members of a JSON object,
+    numbers verbatim: `"c":{"a=b":1,"x":1.5},"s":{"y":2}`."""
+    parts = []
     for part in line.split("|")[1:]:
         name, _, body = part.partition(" ")
-        features = out.setdefault(name, {})
+        features = []
         for token in body.split():
-            if ":" in token:  # key:number (":" never occurs in an escaped key or text value)
-                key, _, number = token.rpartition(":")
-                value = vw_text_float(number)  # the float32 VW's text parser read, not the nearest one
-                if value != 0.0:  # VW's text parser drops zero-valued features
-                    features[key] = value
-            else:
-                features[token] = 1.0
-    return out
+            key, colon, number = token.rpartition(":")  # ":" never occurs in an escaped key or text value
+            features.append(f"{_quote(key)}:{number}" if colon else f"{_quote(token)}:1")
+        parts.append(f"{_quote(name)}:{{{','.join(features)}}}")
+    return ",".join(parts)
 
 
 def _text(namespaces: dict[str, Any]) -> str:
-    """The inverse of `_namespaces`: JSON namespaces back to VW text (`|c a=b x:1.5 |s y:2`)."""
+    """The inverse of `_namespaces_json`: JSON namespaces back to VW text (`|c a=b x:1.5 |s y:2`)."""
     parts = []
     for name, features in namespaces.items():
         if name.startswith("_") or not isinstance(features, dict):
@@ -93,7 +98,7 @@ def _iso(at: float) -> str:
 def _candidates(actions: tuple[str, ...]) -> tuple[str, dict[str, int]]:
     """A candidate set's `_multi` as JSON and each (escaped) id's position: computed once per catalog version (its
     action lines are the same objects decision after decision), not per line written."""
-    multi = json.dumps([_namespaces(line) for line in actions], separators=_COMPACT)
+    multi = "[" + ",".join("{" + _namespaces_json(line) + "}" for line in actions) + "]"
     return multi, {_action_id(line): i for i, line in enumerate(actions)}
 
 
@@ -126,8 +131,8 @@ def dsjson_line(
     event_id = pseudonymize(decision.event_id)
     head = _dumps(
         {
-            "_label_cost": vw_text_float(repr(cost)),  # as VW read the text label Tailor learned from
-            "_label_probability": vw_text_float(repr(decision.probability)),
+            "_label_cost": cost,  # the text label Tailor learned from was `0:{cost!r}:{probability!r}`
+            "_label_probability": decision.probability,
             "_label_Action": record.chosen + 1,
             "_labelIndex": record.chosen,
             "o": [{"v": reward, "EventId": event_id}] if outcome == "reward" else [],
@@ -137,7 +142,7 @@ def dsjson_line(
             "a": order,
         }
     )
-    shared = _dumps(_namespaces(record.shared))
+    shared = _namespaces_json(record.shared)
     tail: dict[str, Any] = {"p": [p for _, p in ranking], "VWState": {"m": decision.model_version}}
     if outcome == "unactivated" or decision.arm == "holdout":  # never learned
         tail["_skipLearn"] = True
@@ -163,8 +168,51 @@ def dsjson_line(
         "activated_at": record.activated_at,
         "learned_at": learned_at,
     }
-    context = shared[:-1] + ("," if len(shared) > 2 else "") + '"_multi":' + multi + "}"
+    context = "{" + shared + ("," if shared else "") + '"_multi":' + multi + "}"
     return head[:-1] + ',"c":' + context + "," + _dumps(tail)[1:]
+
+
+class _Number(str):
+    """A JSON number as its decimal text (json.loads' parse hooks), until `canonical` decides what it becomes."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Number):
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _vw_features(namespace: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, number in namespace.items():
+        value = vw_text_float(str(number))
+        if value != 0.0:  # VW's text parser drops zero-valued features
+            out[key] = value
+    return out
+
+
+def canonical(line: str) -> str:
+    """The line with its features and label as the float32 values VW's text parser read from the decimals Tailor
+    gave it (see the module's docstring); a canonical line is returned as it is. Raises LogFormatError."""
+    if '"numbers":"vw"' in line:
+        return line
+    try:
+        doc = json.loads(line, parse_float=_Number, parse_int=_Number)
+        context = doc["c"]
+        multi = context.pop("_multi")
+        out = _plain(doc)
+        out["_label_cost"] = vw_text_float(str(doc["_label_cost"]))
+        out["_label_probability"] = vw_text_float(str(doc["_label_probability"]))
+        out["c"] = {name: _vw_features(features) for name, features in context.items()}
+        out["c"]["_multi"] = [{name: _vw_features(f) for name, f in action.items()} for action in multi]
+        out["_tailor"]["numbers"] = "vw"
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise LogFormatError(f"not a Tailor decision line: {type(err).__name__}: {err}") from None
+    return _dumps(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The durable decision log in Redis (Redis mode): `<prefix>:{m}:decisions`, a stream of DSJSON lines.
+"""The durable decision log in Redis (Redis mode): `<prefix>:{m}:decisions`, a stream of DSJSON lines (one per
+entry, field `z`: the line zlib-compressed; the line carries its format version).
 
 Only the leading `tailor learn` writes it, in the script that publishes its models and the learn-stream
 offsets they cover (`RedisModelStore.publish`): the lines of the decisions a publish covers are added in
@@ -10,6 +11,7 @@ happened), which makes the retention a `MINID` trim; any machine that reaches Re
 from __future__ import annotations
 
 import secrets
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +20,16 @@ import redis.asyncio as aioredis
 from .._redis import control_tag
 
 _PAGE = 1000
+
+
+def pack(line: str) -> bytes:
+    """A line as the stream holds it (field `z`): zlib-compressed, ~2.5x smaller (level 1: ~10 µs a line, in the
+    learner)."""
+    return zlib.compress(line.encode(), 1)
+
+
+def unpack(data: bytes) -> str:
+    return zlib.decompress(data).decode()
 
 
 def stream_key(prefix: str) -> str:
@@ -44,8 +56,7 @@ async def read_stream(
     while True:
         entries: Any = await client.xrange(stream_key(prefix), min=low, max=high, count=_PAGE)
         for _, fields in entries:
-            line = fields.get(b"line", fields.get("line"))
-            yield line.decode() if isinstance(line, bytes) else str(line)
+            yield unpack(fields[b"z"])
         if len(entries) < _PAGE:
             return
         last = entries[-1][0]

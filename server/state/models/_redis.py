@@ -56,7 +56,7 @@ for _ = 1, events do
 end
 if events > 0 then redis.call('LTRIM', audit, 0, audit_kept - 1) end
 for _ = 1, lines do
-  redis.call('XADD', decisions, 'MINID', '~', minid, '*', 'line', ARGV[i])
+  redis.call('XADD', decisions, 'MINID', '~', minid, '*', 'z', ARGV[i])
   i = i + 1
 end
 if lines > 0 then redis.call('XTRIM', decisions, 'MAXLEN', '~', maxlen) end
@@ -73,7 +73,7 @@ class DecisionLines:
     """Decision-log lines to add with a publish: the stream, the lines, and its bounds (age, entries)."""
 
     key: str
-    lines: list[str]
+    lines: list[bytes]  # each a zlib-compressed DSJSON line (`server.state.evidence.pack`)
     oldest_kept: float  # epoch seconds: entries older than this are trimmed
     max_entries: int
 
