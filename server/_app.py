@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,11 +26,19 @@ from prometheus_client import CollectorRegistry, start_http_server
 from server.admin import CatalogAdmin, LocalModels, ModelAdmin, SharedModels
 from server.api import AdminServicer, CallGuard, DecisionServicer, KeyFileError, KeyRing, ServerCertificates
 from server.catalogs import Catalog, CatalogError, catalog_dir_fingerprint, load_catalog_dir
+from server.console import ConsoleServer, ConsoleSources, build_console
 from server.core import Metrics, RateLimitedLog, ServeConfig
 from server.decisions import DecisionService
-from server.learning import EvidenceRecorder, Learner, RewardJoiner
+from server.learning import ActionSeries, EvidenceRecorder, Learner, RewardJoiner, read_from_redis
 from server.sessions import SessionContext
-from server.state import DecideState, EmbeddedDecideState, RedisDecideState, redis_settings_problems
+from server.state import (
+    DecideState,
+    EmbeddedDecideState,
+    RedisDecideState,
+    read_json,
+    redis_settings_problems,
+    write_json_atomic,
+)
 from server.state.catalogs import (
     CatalogDirectory,
     CatalogStore,
@@ -54,6 +63,8 @@ from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("tailor.server")
+SERIES_SAVE_SECONDS = 300.0  # the console's series file is rewritten at most this often (and at stop)
+REDIS_SERIES_SECONDS = 86400.0  # Redis mode: the console reads at most the last day of minutes
 _follow_log = RateLimitedLog(log, seconds=10.0)
 _catalog_log = RateLimitedLog(log, seconds=10.0)
 
@@ -95,6 +106,7 @@ class TailorServer:
         self.learner: Learner | None = None
         self.evidence_log: FileEvidenceLog | None = None  # the durable decision log (embedded; Redis: the learner)
         self.evidence: EvidenceRecorder | None = None
+        self.series: ActionSeries | None = None  # the console's series (embedded; Redis mode: `tailor learn`'s)
         self.session_store: SessionStore
         self.decisions: DecisionLog
         if config.redis_url:
@@ -136,7 +148,10 @@ class TailorServer:
                     self.evidence_log.write, self._pseudonymizer(), self.metrics, self.evidence_log.flush
                 )
             self.evidence = evidence
-            learner = self.learner = Learner(self.models, self.metrics, config.learn_slice_seconds, evidence)
+            self.series = ActionSeries()
+            learner = self.learner = Learner(
+                self.models, self.metrics, config.learn_slice_seconds, evidence, self.series
+            )
             memory_log = InMemoryDecisionLog(
                 config.max_pending_decisions,
                 learn=learner.submit,
@@ -182,6 +197,8 @@ class TailorServer:
         self.guard = CallGuard(self.metrics, self.keys, config.max_in_flight, config.insecure, config.local_networks)
         self.port = 0
         self.metrics_port: int | None = None
+        self.console: ConsoleServer | None = None
+        self.console_port: int | None = None
         self.health_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
@@ -220,6 +237,7 @@ class TailorServer:
         if self.learner is not None:
             await self.sync_catalogs()
             self._restore_pending()
+            self._restore_series()
         else:
             try:
                 await self.sync_catalogs()
@@ -266,6 +284,9 @@ class TailorServer:
         if cfg.metrics_port is not None:  # before serving: a taken metrics port fails the start cleanly
             self._http, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=self.registry)
             self.metrics_port = self._http.server_port
+        if cfg.console_port:  # the same: a taken console port fails the start cleanly
+            self.console = self._console(admin)
+            self.console_port = await self.console.start()
         await server.start()
         self._server = server
         if health_server is not None:
@@ -285,13 +306,14 @@ class TailorServer:
         for name in ("", SERVICE_NAME, ADMIN_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d (%s, %s; metrics on %s%s), decision points: %s",
+            "serving %s on port %d (%s, %s; metrics on %s%s%s), decision points: %s",
             SERVICE_NAME,
             self.port,
             "TLS" + (" with client certificates" if cfg.tls_client_ca else "") if self.certificates else "plaintext",
             f"{len(self.keys)} API keys" if self.keys is not None else "no keys: " + self._unkeyed_mode(),
             self.metrics_port,
             f", a health-only port on {self.health_port}" if self.health_port else "",
+            f", console on {cfg.console_host}:{self.console_port}" if self.console_port else ", no console",
             ", ".join(sorted(self.service.catalogs)),
             extra={
                 "event": "server_started",
@@ -354,6 +376,64 @@ class TailorServer:
             await asyncio.sleep(self.config.credentials_poll_seconds)
             if self.keys.changed():
                 self.reload_keys()
+
+    def _console(self, admin: CatalogAdmin) -> ConsoleServer:
+        cfg = self.config
+        secret = bytes.fromhex(cfg.console_secret) if cfg.console_secret else secrets.token_bytes(32)
+
+        sources = ConsoleSources(
+            admin=admin,
+            keys=self.keys,
+            sessions=self.service.sessions,
+            series=self.console_series,
+            model_ages=lambda: {m.decision_point: m.saved_at for m in self.models},
+            tls=self.certificates is not None,
+            metrics=self.metrics,
+        )
+        app = build_console(sources, secret, list(cfg.console_hosts))
+        tls = (cfg.tls_cert, cfg.tls_key) if self.certificates is not None else (None, None)
+        return ConsoleServer(app, cfg.console_host, cfg.console_port, *tls)
+
+    async def console_series(self, points: list[str], since: float, until: float) -> ActionSeries | None:
+        """The learner's series for the console: embedded, this server's; Redis mode, what the leading `tailor
+        learn` added to Redis (the whole fleet's decisions)."""
+        if self.series is not None:
+            return self.series
+        if self.redis is None:
+            return None
+        since = max(since, until - REDIS_SERIES_SECONDS)  # one hash per minute: a week would be 10,080 reads
+        try:
+            return await read_from_redis(self.redis, self.config.redis_prefix, points, since, until)
+        except (aioredis.RedisError, OSError):
+            log.warning("the console could not read the series from Redis", exc_info=True, extra={"event": "series"})
+            return None
+
+    @property
+    def series_file(self) -> Path:
+        return self.config.data_dir / "console-series.json"
+
+    def _restore_series(self) -> None:
+        if self.series is None or not self.series_file.exists():
+            return
+        doc = read_json(self.series_file)
+        try:
+            if doc is None:
+                raise ValueError("not a JSON object")
+            self.series.load_doc(doc)
+        except ValueError as err:
+            self.metrics.corrupt_state.labels("console_series").inc()
+            log.error(
+                "%s: %s; the console's series start empty", self.series_file, err, extra={"event": "corrupt_state"}
+            )
+
+    def save_series(self) -> None:
+        if self.series is None or not self.series.changed:
+            return
+        try:
+            write_json_atomic(self.series_file, self.series.to_doc())
+            self.series.changed = False
+        except OSError:
+            log.exception("the console's series were not saved; will retry", extra={"event": "series_save_failed"})
 
     def _restore_pending(self) -> None:
         path = self.pending_file
@@ -442,12 +522,15 @@ class TailorServer:
         nothing more for `snapshot_idle_seconds` at once, so a burst of learning followed by quiet (a
         low-traffic decision point, the night) survives a kill -9. Steady traffic never looks idle."""
         interval, idle = self.config.snapshot_interval_seconds, self.config.snapshot_idle_seconds
-        last_round = time.monotonic()
+        last_round = last_series = time.monotonic()
         seen: dict[str, int] = {}  # each model's unsnapshotted count at the previous tick
         while True:
             await asyncio.sleep(min(interval, idle))
             if time.monotonic() - last_round >= interval:
                 self.snapshot_changed()
+                if time.monotonic() - last_series >= SERIES_SAVE_SECONDS:
+                    self.save_series()  # a whole file (about 1 MB a week per decision point): not every round
+                    last_series = time.monotonic()
                 last_round = time.monotonic()
             else:
                 self.snapshot_changed(
@@ -573,6 +656,8 @@ class TailorServer:
             return
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            await self.console.stop()
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
         if self._health_server is not None:  # probes saw NOT_SERVING while the calls drained
@@ -593,6 +678,7 @@ class TailorServer:
                     self.metrics.decision_log_errors.inc()
                     log.exception("decision log not closed cleanly", extra={"event": "decision_log_error"})
             written = self.snapshot_changed()
+            self.save_series()
             saved = self.decisions.save(self.pending_file)
         if self.redis is not None:
             await self.redis.aclose()  # Redis mode: everything acknowledged is already in Redis

@@ -55,6 +55,10 @@ def _serve_flags(p: argparse.ArgumentParser, learner: bool = False) -> None:
         )
         p.add_argument("--metrics-host", help="address /metrics binds (TAILOR_METRICS_HOST; default 0.0.0.0)")
         p.add_argument(
+            "--console-port", type=int, help="the marketers' web console (TAILOR_CONSOLE_PORT; default 8080; 0: off)"
+        )
+        p.add_argument("--console-host", help="address the console binds (TAILOR_CONSOLE_HOST; default 127.0.0.1)")
+        p.add_argument(
             "--health-port",
             type=int,
             help="plaintext port with only gRPC health, for probes when TLS is on (TAILOR_HEALTH_PORT; unset: off)",
@@ -131,6 +135,8 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         "tls_key",
         "tls_client_ca",
         "max_in_flight",
+        "console_port",
+        "console_host",
     )
     given: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return ServeConfig(**given)

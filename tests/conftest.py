@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import threading
 import time
@@ -26,6 +27,10 @@ from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
 from .redis_server import RedisServer
+
+# Every `tailor serve` a test starts (in process or as a subprocess) leaves the console off unless the test asks for
+# it: the default port 8080 would be shared by all of them, and by whatever else this machine runs.
+os.environ.setdefault("TAILOR_CONSOLE_PORT", "0")
 
 T = TypeVar("T")
 
@@ -167,6 +172,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
             "host": "127.0.0.1",
             "port": 0,
             "metrics_port": None,
+            "console_port": 0,  # tests/console starts its own
             "data_dir": tmp_path / "data",
             **overrides,
         }

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from server.tools.launcher import ServeProcess
+from server.tools.launcher import ServeProcess, free_port
 
 from .__main__ import Deployment, EchoProcess, run_interleaved
 from ._traffic import write_catalog
@@ -46,6 +46,11 @@ def main() -> int:
         help="comma-separated closed:IN_FLIGHT / open:RATE (default %(default)s); drop open:1000 on a machine "
         "too slow to serve it, where gRPC refuses the excess and the load generator stops",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="this checkout serves its web console (on a free port, nobody looking), as `tailor serve` does by default",
+    )
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     configs = tuple((kind, int(n)) for kind, n in (load.split(":") for load in args.loads.split(",")))
@@ -60,8 +65,10 @@ def main() -> int:
             catalogs.mkdir()
             write_catalog(catalogs)
             echo = EchoProcess()
-            current = ServeProcess(catalogs, Path(tmp) / "data-now").start()
+            console = ["--console-port", str(free_port())] if args.console else []
+            current = ServeProcess(catalogs, Path(tmp) / "data-now", console).start()
             old = ServeProcess(catalogs, Path(tmp) / "data-then")
+            old.args = _without_console(old.args)  # a revision from before the console knows no --console-port
             with old.log_path.open("wb") as log:  # `python -m server` from the worktree imports its code
                 old.proc = subprocess.Popen(old.args, cwd=worktree, stdout=log, stderr=subprocess.STDOUT)
             try:
@@ -85,7 +92,8 @@ def main() -> int:
     }
     result: dict[str, Any] = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": f".venv/bin/python -m benchmarks.load.against {args.rev} --loads {args.loads}",
+        "command": f".venv/bin/python -m benchmarks.load.against {args.rev} --loads {args.loads}"
+        + (" --console" if args.console else ""),
         "revisions": {"then": then, "now": now},
         "medians": medians,
         "runs": runs,
@@ -96,6 +104,13 @@ def main() -> int:
     (args.out / "against.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "against.md").write_text(table)
     return 0
+
+
+def _without_console(args: list[str]) -> list[str]:
+    if "--console-port" not in args:
+        return args
+    i = args.index("--console-port")
+    return args[:i] + args[i + 2 :]
 
 
 def report(r: dict[str, Any]) -> str:

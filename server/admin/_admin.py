@@ -9,6 +9,7 @@ kept model of the catalog's learning flags, if there is one, and its decisions c
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ class CatalogAdmin:
             found = next((v for v in kept if v.version == version), None)
         if found is None or found.document is None:
             raise NotFound(f"{decision_point} has no version {version} with a catalog")
-        return found, found.document
+        return found, copy.deepcopy(found.document)  # the caller's to change: the store's version stays as it was
 
     async def versions(self, decision_point: str) -> list[CatalogVersion]:
         kept = await self.store.history(decision_point)

@@ -176,6 +176,13 @@ class KeyRing:
         same reasoning as comparing digests with `hmac.compare_digest`, without a loop over every key)."""
         return self._by_digest.get(hashlib.sha256(key.encode()).digest())
 
+    def by_digest(self, hex_digest: str) -> Key | None:
+        """The entry of a key known by its digest (the console's session holds the digest, never the key)."""
+        try:
+            return self._by_digest.get(bytes.fromhex(hex_digest))
+        except ValueError:
+            return None
+
 
 def new_key() -> str:
     """A fresh key: 256 random bits, URL-safe, with a prefix that secret scanners can match."""

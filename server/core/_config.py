@@ -74,6 +74,17 @@ class ServeConfig(BaseSettings):
     catalog_poll_seconds: float = Field(
         0.5, gt=0, description="how often the catalog directory (and in Redis mode the catalog store) is checked"
     )
+    console_port: int = Field(8080, ge=0, le=65535, description="the marketers' web console; 0 turns it off")
+    console_host: str = Field("127.0.0.1", description="address the console binds (0.0.0.0 or :: to serve others)")
+    console_secret: str | None = Field(
+        None,
+        description="hex key that signs console session cookies; give every replica the same one (unset: made per "
+        "process, so a restart signs everyone out)",
+    )
+    console_hosts: list[str] = Field(
+        ["localhost", "127.0.0.1"],
+        description="Host headers the console answers (a JSON list, against DNS rebinding): add the name it serves as",
+    )
     decision_log: bool = Field(
         True, description="write every learned decision as VW DSJSON (DATA_DIR/decisions; Redis mode: tailor learn)"
     )
@@ -112,6 +123,7 @@ class ServeConfig(BaseSettings):
 
     _redis_url = field_validator("redis_url")(_check_redis_url)
     _decision_log_key = field_validator("decision_log_key")(_check_hex_key)
+    _console_secret = field_validator("console_secret")(_check_hex_key)
 
     @field_validator("local_networks")
     @classmethod

@@ -222,6 +222,19 @@ class Metrics:
             ["decision_point", "arm"],
             registry=registry,
         )
+        self.console_requests = Counter(
+            "tailor_console_requests_total",
+            "Console HTTP requests by page and status code (pages: overview, point, edit, pause, history, rollback, "
+            "audit, sessions, signin, signout, static, other).",
+            ["page", "code"],
+            registry=registry,
+        )
+        self.console_signins = Counter(
+            "tailor_console_signins_total",
+            "Console sign-in attempts by result: ok, unknown_key, no_role, expired_form.",
+            ["result"],
+            registry=registry,
+        )
         self.decision_log_lines = Counter(
             "tailor_decision_log_lines_total",
             "Decisions written to the durable decision log (DSJSON), by outcome: reward, default (the window "
@@ -242,7 +255,9 @@ class Metrics:
             registry=registry,
         )
 
-        for what in ("snapshot", "pending_decision", "catalog"):
+        for result in ("ok", "unknown_key", "no_role", "expired_form"):
+            self.console_signins.labels(result)
+        for what in ("snapshot", "pending_decision", "catalog", "console_series"):
             self.corrupt_state.labels(what)
         for result in ("ok", "error"):
             self.catalog_reloads.labels(result)

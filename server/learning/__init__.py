@@ -3,6 +3,8 @@
 - `RewardJoiner`: validates and counts rewards (explicit, or derived by catalog rules) and joins them
   through the decision log.
 - `Learner`: the embedded in-process learner, in short slices on the event loop.
+- `ActionSeries`: the console's over-time series (decisions and rewards per action, value estimates), kept by
+  whichever learner sees every decision.
 - `SharedLearner` (`tailor learn`): Redis mode's learner, which holds a `LeaderLease`, reads the learn
   streams, and publishes models with the stream offsets they cover (exactly once across failover).
 
@@ -13,6 +15,21 @@ from ._evidence import EvidenceRecorder
 from ._joiner import RewardJoiner
 from ._learner import Learner, LearnItem, learn_example
 from ._lease import LeaderLease
+from ._series import BUCKET_SECONDS, SERIES_FORMAT, ActionSeries, Bucket, read_from_redis, summed
 from ._shared import SharedLearner
 
-__all__ = ["EvidenceRecorder", "LeaderLease", "LearnItem", "Learner", "RewardJoiner", "SharedLearner", "learn_example"]
+__all__ = [
+    "BUCKET_SECONDS",
+    "SERIES_FORMAT",
+    "ActionSeries",
+    "Bucket",
+    "EvidenceRecorder",
+    "LeaderLease",
+    "LearnItem",
+    "Learner",
+    "RewardJoiner",
+    "SharedLearner",
+    "learn_example",
+    "read_from_redis",
+    "summed",
+]

@@ -21,6 +21,7 @@ from server.state.decision_log import DecisionRecord, Source
 from server.state.models import ModelRegistry
 
 from ._evidence import EvidenceRecorder
+from ._series import ActionSeries
 
 log = logging.getLogger("tailor.learner")
 _limited = RateLimitedLog(log, seconds=10.0)  # per-example lines: at most one per kind every 10 s
@@ -43,11 +44,13 @@ class Learner:
         metrics: Metrics,
         slice_seconds: float = 0.001,
         evidence: EvidenceRecorder | None = None,
+        series: ActionSeries | None = None,
     ) -> None:
         self.models = models
         self.metrics = metrics
         self.slice_seconds = slice_seconds
         self.evidence = evidence  # the durable decision log (None: off)
+        self.series = series  # the console's over-time series (None: off)
         self._queue: deque[LearnItem] = deque()
         self._wake = asyncio.Event()
 
@@ -101,7 +104,7 @@ class Learner:
         model = self.models.get(item.record.decision_point)
         record = item.record
         policy, baseline = (model.policy, model.baseline) if model is not None else (None, None)
-        done = learn_example(policy, record, item.reward, item.source, self.metrics, baseline)
+        done = learn_example(policy, record, item.reward, item.source, self.metrics, baseline, self.series)
         if done == "learned":
             assert model is not None
             model.learned_since_snapshot += 1
@@ -119,6 +122,7 @@ def learn_example(
     source: Source,
     metrics: Metrics,
     baseline: str | None = None,
+    series: ActionSeries | None = None,
 ) -> LearnResult:
     """One `vw.learn` for a joined decision, counted; the one place both learners turn reward into cost, and
     where the learning-health estimates (live, uniform-random and `baseline` action values) and the per-arm
@@ -152,4 +156,15 @@ def learn_example(
     metrics.value_estimates(record.decision_point).add(
         -cost, decision.probability, len(decision.ranking), baseline_chosen
     )
+    if series is not None:
+        candidates = len(decision.ranking)
+        series.add(
+            record.decision_point,
+            decision.action_id,
+            -cost,
+            decision.probability,
+            candidates,
+            baseline_chosen,
+            time.time(),
+        )
     return "learned"

@@ -45,6 +45,7 @@ from server.state.models import (
 from ._evidence import EvidenceRecorder
 from ._learner import learn_example
 from ._lease import LeaderLease
+from ._series import ActionSeries, flush_to_redis
 
 log = logging.getLogger("tailor.learn")
 
@@ -82,6 +83,7 @@ class SharedLearner:
         self.catalogs: dict[str, Catalog] = {}  # the store's, as of `self._catalog_epoch`
         self._catalog_versions: dict[str, int] = {}
         self._catalog_epoch = -1
+        self.series = ActionSeries(track_deltas=True)  # the console's series, flushed to Redis after each publish
         # The decision log's lines of what was learned since the last publish, written with it (exactly once).
         self._lines: list[bytes] = []  # compressed (`pack`): Redis holds days of them
         self.evidence: EvidenceRecorder | None = None
@@ -356,7 +358,7 @@ class SharedLearner:
             return
         model = self.models.get(entry.record.decision_point)
         policy, baseline = (model.policy, model.baseline) if model is not None else (None, None)
-        done = learn_example(policy, entry.record, entry.reward, entry.source, self.metrics, baseline)
+        done = learn_example(policy, entry.record, entry.reward, entry.source, self.metrics, baseline, self.series)
         if done == "learned":
             assert model is not None
             model.changed += 1
@@ -392,6 +394,11 @@ class SharedLearner:
         if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets), results, audit, lines):
             return False
         self._lines.clear()
+        self.series.points.clear()  # the learner keeps only what it has not flushed yet
+        try:
+            await flush_to_redis(self.client, self.config.redis_prefix, self.series)
+        except (redis.RedisError, OSError):  # the console's series only: the deltas are lost, learning goes on
+            log.warning("the console's series were not written to Redis", exc_info=True, extra={"event": "series"})
         each = (time.perf_counter() - started) / max(1, len(changed))
         for m in changed:
             m.seq += 1

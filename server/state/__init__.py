@@ -15,6 +15,14 @@ interface against both. Imports: `server.core`, `server.catalogs`, `policies`; n
 """
 
 from ._decide import DecideState, EmbeddedDecideState, RedisDecideState
+from ._files import read_json, write_json_atomic
 from ._redis import settings_problems as redis_settings_problems
 
-__all__ = ["DecideState", "EmbeddedDecideState", "RedisDecideState", "redis_settings_problems"]
+__all__ = [
+    "DecideState",
+    "EmbeddedDecideState",
+    "RedisDecideState",
+    "read_json",
+    "redis_settings_problems",
+    "write_json_atomic",
+]

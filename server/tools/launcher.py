@@ -70,7 +70,8 @@ class ServeProcess:
         self.args = [
             sys.executable, "-m", "server", "serve",
             "--catalogs", str(catalogs), "--port", str(self.port),
-            "--metrics-port", str(self.metrics_port), "--data-dir", str(data_dir), *extra_args,
+            "--metrics-port", str(self.metrics_port), "--data-dir", str(data_dir),
+            *([] if "--console-port" in extra_args else ["--console-port", "0"]), *extra_args,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None

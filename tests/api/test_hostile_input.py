@@ -71,7 +71,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         holdout_share=0.3, baseline_action=next(iter(LAYOUTS)),
     )  # fmt: skip
     running = RunningServer(
-        ServeConfig(catalogs=catalogs, host="127.0.0.1", port=0, metrics_port=None, data_dir=root / "data")
+        ServeConfig(
+            catalogs=catalogs, host="127.0.0.1", port=0, metrics_port=None, console_port=0, data_dir=root / "data"
+        )
     )
     yield running
     running.stop()
@@ -335,7 +337,9 @@ def admin_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     catalogs_dir = root / "catalogs"
     catalogs_dir.mkdir()
     write_catalog(catalogs_dir, "home_layout", LAYOUTS)
-    config = ServeConfig(catalogs=catalogs_dir, host="127.0.0.1", port=0, metrics_port=None, data_dir=root / "data")
+    config = ServeConfig(
+        catalogs=catalogs_dir, host="127.0.0.1", port=0, metrics_port=None, console_port=0, data_dir=root / "data"
+    )
     if request.param == "embedded":
         running = RunningServer(config)
         yield running

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -98,7 +99,7 @@ def test_the_containerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert env["TAILOR_HEALTH_PORT"] == "8081"  # the port the HEALTHCHECK and the Kubernetes probes use
     assert env["PATH"].startswith("/opt/tailor/bin:")
     exposed = {p for i in runtime if i.cmd == "EXPOSE" for p in i.value}
-    assert exposed >= {"50051", "8081", "9464"}
+    assert exposed >= {"50051", "8081", "8080", "9464"}  # gRPC, health, the web console, /metrics
     assert healthcheck_command()[:2] == ["python", "-c"]
 
 
@@ -188,10 +189,11 @@ def served(installed: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[b
     key = new_key()
     keys = tmp_path / "keys.yaml"
     keys.write_text(key_entry_yaml("gateway", key, ["decide"]))
-    ports = {"port": free_port(), "metrics": free_port(), "health": free_port()}
+    ports = {"port": free_port(), "metrics": free_port(), "health": free_port(), "console": free_port()}
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_") and k != "PYTHONPATH"}
     env = clean | {
         "TAILOR_HEALTH_PORT": str(ports["health"]),
+        "TAILOR_CONSOLE_PORT": str(ports["console"]),  # on by default (8080); a free port here, on loopback
         "TAILOR_API_KEYS": str(keys),
         "TAILOR_TLS_CERT": str(issued.cert),
         "TAILOR_TLS_KEY": str(issued.key),
@@ -265,6 +267,18 @@ def test_tailor_serve_from_the_wheel_serves_tls_with_keys_and_health_on_the_prob
 
     with urllib.request.urlopen(f"http://127.0.0.1:{info['metrics']}/metrics", timeout=5) as response:
         assert b"tailor_decisions_total" in response.read()
+
+    # The web console speaks HTTPS with the same certificate, and its session cookie is marked Secure.
+    tls_context = ssl.create_default_context(cafile=info["ca"])
+    with urllib.request.urlopen(f"https://127.0.0.1:{info['console']}/signin", context=tls_context, timeout=5) as page:
+        assert page.status == 200
+        assert b"API key" in page.read()
+        cookie = page.headers["Set-Cookie"].lower()
+        assert cookie.startswith("tailor_console=")
+        assert {"httponly", "samesite=strict", "secure"} <= {part.strip() for part in cookie.split(";")}
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    with pytest.raises(OSError):  # no plaintext HTTP on the console port
+        urllib.request.urlopen(f"http://127.0.0.1:{info['console']}/signin", timeout=5)
 
     # The image's HEALTHCHECK, as the engine would run it (its `python` is the environment's).
     command = [str(installed / "python"), *healthcheck_command()[1:]]

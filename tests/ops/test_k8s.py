@@ -6,6 +6,7 @@ contexts, API keys and TLS from Secrets, recommended labels, generated files tha
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -42,6 +43,7 @@ RECOMMENDED = {
 }
 COMPONENTS = {"server", "learner", "catalogs", "monitoring"}
 HEALTH_PORT = 8081
+CONSOLE_PORT = 8080
 
 Obj = dict[str, Any]
 
@@ -245,6 +247,32 @@ def test_server_probes_use_the_plaintext_health_port_because_the_grpc_port_speak
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == HEALTH_PORT, probe
     assert container["readinessProbe"]["grpc"]["service"] == "tailor.v1.DecisionService"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_console_is_exposed_deliberately(overlay: str) -> None:
+    """The web console listens on every interface of the server pods, behind TLS, a Host allow-list and sign-in,
+    through the `tailor` Service; the NetworkPolicy lets in only the ingress controller's namespace."""
+    deployment = named(overlay, "Deployment", "tailor-server")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    variables = env(container)
+    assert {"name": "console", "containerPort": CONSOLE_PORT} in container["ports"]
+    assert variables["TAILOR_CONSOLE_PORT"]["value"] == str(CONSOLE_PORT)
+    assert variables["TAILOR_CONSOLE_HOST"]["value"] == "0.0.0.0"
+    hosts = json.loads(variables["TAILOR_CONSOLE_HOSTS"]["value"])
+    assert hosts and all(isinstance(h, str) and h != "*" for h in hosts), "a Host allow-list, never any host"
+    assert "TAILOR_TLS_CERT" in variables, "the console serves the pods' TLS certificate"
+    secret = variables["TAILOR_CONSOLE_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "tailor-console", "key": "secret", "optional": True}
+    service = named(overlay, "Service", "tailor")
+    [port] = [p for p in service["spec"]["ports"] if p["name"] == "console"]
+    assert port["targetPort"] == "console"
+    [policy] = policies_of(overlay, deployment)
+    rules = [r for r in policy["spec"]["ingress"] if "console" in {p["port"] for p in r["ports"]}]
+    assert rules and all(r.get("from") for r in rules), "the console is not open to every pod of the cluster"
+    for _, other in containers(overlay):
+        if other is not container:
+            assert "console" not in {p["name"] for p in other.get("ports", [])}
 
 
 def test_the_learner_is_probed_on_its_metrics_port() -> None:

@@ -269,8 +269,17 @@ def write_catalogs(tmp_path: Path) -> Path:
 def tailor_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServeProcess]:
     catalogs = write_catalogs(tmp_path)
     monkeypatch.setenv("TAILOR_SNAPSHOT_INTERVAL_SECONDS", "1")  # snapshot panels get samples within the test
-    with ServeProcess(catalogs, tmp_path / "data", ["--host", "127.0.0.1", "--metrics-host", "127.0.0.1"]) as serve:
+    args = ["--host", "127.0.0.1", "--metrics-host", "127.0.0.1", "--console-port", str(free_port())]
+    with ServeProcess(catalogs, tmp_path / "data", args) as serve:
         yield serve
+
+
+def open_console(serve: ServeProcess) -> None:
+    """One page of the web console (loopback, no keys: protected mode lets this machine in), so that the
+    dashboard's console panels have series."""
+    port = serve.args[serve.args.index("--console-port") + 1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+        assert page.status == 200
 
 
 @pytest.fixture
@@ -312,7 +321,7 @@ def redis_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[R
         for i in range(2):
             replica = ServeProcess(
                 catalogs, tmp_path / f"data-{i}", ["--redis-url", redis.url, "--redis-prefix", prefix,
-                "--host", "127.0.0.1", "--metrics-host", "127.0.0.1"],
+                "--host", "127.0.0.1", "--metrics-host", "127.0.0.1", "--console-port", str(free_port())],
             )  # fmt: skip
             stop.callback(replica.stop)
             replicas.append(replica.start())
@@ -330,6 +339,7 @@ def test_rules_and_dashboard_queries_have_data_in_a_real_prometheus(
     with TailorClient(tailor_serve.target) as client:
         traffic = Traffic(client)
         traffic.step()
+        open_console(tailor_serve)
         assert tailor_serve.proc is not None
         tailor_serve.proc.send_signal(signal.SIGHUP)  # a catalog reload (result="ok")
         problems = wait_until_complete(prometheus, traffic.step, NO_DATA_EXPECTED, TIMEOUT_SECONDS)
@@ -348,6 +358,8 @@ def test_rules_and_dashboard_queries_have_data_in_redis_mode(
     with TailorClient(first.target) as decisions, TailorClient(second.target) as rewards:
         traffic = Traffic(decisions, rewards)  # decided on one replica, rewarded through the other
         traffic.step()
+        for replica in redis_cluster.replicas:
+            open_console(replica)  # its overview reads the learner's series from Redis
         for replica in redis_cluster.replicas:
             assert replica.proc is not None
             replica.proc.send_signal(signal.SIGHUP)  # a catalog reload (result="ok")
