@@ -55,9 +55,10 @@ METRICS = (
 
 
 class EchoProcess:
-    def __init__(self, vw: bool = False) -> None:
+    def __init__(self, vw: bool = False, redis_url: str | None = None) -> None:
         self.port = free_port()
         args = [sys.executable, "-m", "benchmarks.load._echo", "--port", str(self.port)] + (["--vw"] if vw else [])
+        args += ["--redis-url", redis_url] if redis_url else []
         self.proc = subprocess.Popen(args)
         grpc.channel_ready_future(grpc.insecure_channel(self.target)).result(timeout=60)
 
@@ -157,6 +158,14 @@ def process_deployments(catalogs: Path, tmp: Path) -> Iterator[dict[str, Deploym
             deployments[f"echo x{count}"] = Deployment(
                 [e.target for e in echoes], {"serve": [e.proc.pid for e in echoes]}
             )
+        floor_redis = RedisProcess().start()  # the Redis floor: echo plus a replica's Redis round trips
+        stack.callback(floor_redis.stop)
+        floor = EchoProcess(redis_url=floor_redis.url)
+        stack.callback(floor.stop)
+        assert floor_redis.proc is not None
+        deployments["echo+redis x1"] = Deployment(
+            [floor.target], {"serve": [floor.proc.pid], "redis": [floor_redis.proc.pid]}
+        )
         for count in (1, 2):
             redis = RedisProcess().start()
             stack.callback(redis.stop)
@@ -269,7 +278,8 @@ def report(r: dict[str, Any]) -> str:
         lines += [
             "",
             "**Serving processes** (closed loop, shoppers spread over the processes; Tailor in Redis mode, CPU of "
-            "every server-side process: replicas, `tailor learn`, redis-server):",
+            "every server-side process: replicas, `tailor learn`, redis-server; echo+redis is the Redis floor: echo "
+            "plus a replica's pipelined Redis round trips with payloads of their size, and nothing else):",
             "",
             "| load | deployment | decisions/s (x 1 process) | p99 ms | server CPU µs/decision (serving / learner / "
             "Redis) |",
@@ -277,9 +287,11 @@ def report(r: dict[str, Any]) -> str:
         ]
         for config in PROCESS_CONFIGS:
             key = f"{config[0]} {config[1]}"
-            for kind in ("echo", "tailor redis"):
+            for kind in ("echo", "echo+redis", "tailor redis"):
                 one = p[f"{kind} x1"][key]["decisions_per_s"]
                 for count in (1, 2):
+                    if f"{kind} x{count}" not in p:
+                        continue
                     run = p[f"{kind} x{count}"][key]
                     rate = run["decisions_per_s"]
                     parts = " / ".join(f"{run[f'cpu_us_per_decision_{r}']:.0f}" for r in ("serve", "learn", "redis")

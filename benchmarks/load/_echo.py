@@ -1,6 +1,6 @@
 """The transport floor: a grpc.aio DecisionService that answers every Decide with a canned response of
 the size Tailor's would have (same candidates, same payload), acknowledges events and rewards, and does
-nothing else. Run: python -m benchmarks.load._echo --port PORT
+nothing else. Run: python -m benchmarks.load._echo --port PORT [--vw | --redis-url URL]
 """
 
 from __future__ import annotations
@@ -94,10 +94,71 @@ class EchoWithVW(Echo):
         return self.response
 
 
-async def serve(port: int, vw: bool) -> None:
+class EchoWithRedis(Echo):
+    """The Redis floor: echo plus the Redis round trips a Redis-mode replica makes, with payloads of their size,
+    and nothing else. Per Decide: one pipelined read (the session's hash, the event id's decision) and one
+    pipelined write (the decision's hash with a ~2 KB document and its expiry, the session's last-decision
+    field); per TrackEvents or ReportRewards message, one pipelined write. What a replica spends beyond this is
+    Tailor's own work, not Redis'."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__()
+        import redis.asyncio as aioredis
+
+        self.client = aioredis.Redis.from_url(url)
+        self.prefix = prefix
+        shared, actions = vw_example(0)
+        self.document = (shared + "\n" + "\n".join(actions)).encode()  # a logged decision's size
+        self.decided = 0
+
+    async def Decide(self, request: pb.DecideRequest, context: Ctx) -> pb.DecideResponse:
+        session = f"{self.prefix}:s:{request.session_id}"
+        self.decided += 1
+        decision = f"{self.prefix}:{{d{self.decided % 16}}}:e:{self.decided}"
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(session)
+            pipe.exists(decision)
+            await pipe.execute()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(decision, mapping={"doc": self.document, "learned": "0", "window": "30"})
+            pipe.pexpire(decision, 630_000)
+            pipe.hset(session, "last", decision)
+            pipe.pexpire(session, 1_800_000)
+            await pipe.execute()
+        return self.response
+
+    async def TrackEvents(
+        self, request_iterator: AsyncIterator[pb.TrackEventsRequest], context: Ctx
+    ) -> pb.TrackEventsResponse:
+        accepted = 0
+        async for request in request_iterator:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for event in request.events:
+                    pipe.hincrby(f"{self.prefix}:s:{event.session_id}", "events", 1)
+                await pipe.execute()
+            accepted += len(request.events)
+        return pb.TrackEventsResponse(accepted=accepted)
+
+    async def ReportRewards(
+        self, request_iterator: AsyncIterator[pb.ReportRewardsRequest], context: Ctx
+    ) -> AsyncIterator[pb.ReportRewardsResponse]:
+        async for request in request_iterator:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for r in request.rewards:
+                    pipe.hset(f"{self.prefix}:r:{r.event_id}", "reward", r.value)
+                await pipe.execute()
+            yield pb.ReportRewardsResponse(
+                results=[
+                    pb.RewardResult(event_id=r.event_id, status=pb.REWARD_STATUS_ACCEPTED) for r in request.rewards
+                ]
+            )
+
+
+async def serve(port: int, vw: bool, redis_url: str | None = None) -> None:
     # Tailor's server options: no SO_REUSEPORT, so two servers can never share a port by accident.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_DecisionServiceServicer_to_server(EchoWithVW() if vw else Echo(), server)
+    servicer = EchoWithRedis(redis_url, "floor") if redis_url else EchoWithVW() if vw else Echo()
+    pb_grpc.add_DecisionServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -110,8 +171,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--vw", action="store_true", help="also predict and learn with VW per decision")
+    parser.add_argument("--redis-url", help="also make a Redis-mode replica's round trips (the Redis floor)")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.vw))
+    asyncio.run(serve(args.port, args.vw, args.redis_url))
 
 
 if __name__ == "__main__":
