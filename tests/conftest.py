@@ -145,6 +145,19 @@ class RunningLearner:
         self.thread.join(10)
 
 
+def quick_learner(catalogs: Path, redis_url: str, prefix: str) -> RunningLearner:
+    """A leading `tailor learn` (in process) that publishes and follows catalog changes within tenths of a second."""
+    config = LearnConfig(
+        catalogs=catalogs,
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        metrics_port=None,
+        publish_interval_seconds=0.2,
+        catalog_poll_seconds=0.1,
+    )
+    return RunningLearner(config)
+
+
 @pytest.fixture(scope="module")
 def module_redis() -> Iterator[RedisServer]:
     """A private redis-server shared by a module's tests (each test uses its own key prefix)."""
@@ -204,16 +217,7 @@ def start_any(
             return start_server(catalogs, **overrides)
         redis_server: RedisServer = request.getfixturevalue("module_redis")
         prefix = f"t{uuid.uuid4().hex[:8]}"
-        learner = RunningLearner(
-            LearnConfig(
-                catalogs=catalogs,
-                redis_url=redis_server.url,
-                redis_prefix=prefix,
-                metrics_port=None,
-                publish_interval_seconds=0.2,
-                catalog_poll_seconds=0.1,
-            )
-        )
+        learner = quick_learner(catalogs, redis_server.url, prefix)
         learners.append(learner)
         polls = {"model_poll_seconds": 0.1, "catalog_poll_seconds": 0.1}
         replica = start_server(catalogs, redis_url=redis_server.url, redis_prefix=prefix, **polls, **overrides)

@@ -26,23 +26,15 @@ _STATUS = {
 }
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-_ARMS = {"policy": pb.DECISION_ARM_POLICY, "holdout": pb.DECISION_ARM_HOLDOUT}
+_ARMS = {
+    "policy": pb.DECISION_ARM_POLICY,
+    "apprentice": pb.DECISION_ARM_APPRENTICE,
+    "holdout": pb.DECISION_ARM_HOLDOUT,
+}
 
 
 def decide_response(d: Decision) -> pb.DecideResponse:
-    if d.arm == "apprentice":
-        return pb.DecideResponse(
-            event_id=d.event_id,
-            action_id=d.action_id,
-            probability=d.probability,
-            ranking=[{"action_id": a, "probability": p} for a, p in d.ranking],  # type: ignore[misc]
-            payload=d.payload,
-            model_version=d.model_version,
-            arm=pb.DECISION_ARM_APPRENTICE,
-            model_action_id=d.model_action_id,
-            model_probability=d.model_probability,
-        )
-    return pb.DecideResponse(
+    response = pb.DecideResponse(
         event_id=d.event_id,
         action_id=d.action_id,
         probability=d.probability,
@@ -52,6 +44,10 @@ def decide_response(d: Decision) -> pb.DecideResponse:
         model_version=d.model_version,
         arm=_ARMS[d.arm],
     )
+    if d.arm == "apprentice":  # the model's own choice (apprentice mode only: unset otherwise)
+        response.model_action_id = d.model_action_id
+        response.model_probability = d.model_probability
+    return response
 
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):

@@ -15,11 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from server.core import LearnConfig
 from server.learning import SERIES_FORMAT, summed
 from server.tools.launcher import free_port
 
-from ..conftest import RunningLearner, RunningServer, write_catalog
+from ..conftest import RunningServer, quick_learner, write_catalog
 from ..redis_server import RedisServer
 
 OFFERS: dict[str, dict[str, Any]] = {"ten_off": {"pct": 10}, "free_ship": {"kind": "ship"}, "none": {}}
@@ -81,16 +80,7 @@ def test_in_redis_mode_every_replica_shows_the_learners_series(
     catalogs.mkdir()
     write_catalog(catalogs, "cart_offer", OFFERS, reward_window_seconds=0.2)
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    learner = RunningLearner(
-        LearnConfig(
-            catalogs=catalogs,
-            redis_url=module_redis.url,
-            redis_prefix=prefix,
-            metrics_port=None,
-            publish_interval_seconds=0.2,
-            catalog_poll_seconds=0.1,
-        )
-    )
+    learner = quick_learner(catalogs, module_redis.url, prefix)
     try:
         shared = {"redis_url": module_redis.url, "redis_prefix": prefix, "catalog_poll_seconds": 0.1}
         a = start_server(catalogs, console_port=free_port(), data_dir=tmp_path / "a", **shared)

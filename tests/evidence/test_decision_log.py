@@ -18,11 +18,10 @@ import grpc
 import pytest
 from vowpalwabbit import pyvw
 
-from server.core import LearnConfig
 from server.state.evidence import FileEvidenceLog, read_line
 from tailor.v1 import decision_service_pb2 as pb
 
-from ..conftest import RunningLearner, RunningServer, write_catalog
+from ..conftest import RunningServer, quick_learner, write_catalog
 from ..redis_server import RedisServer
 
 ACTIONS: dict[str, dict[str, Any]] = {
@@ -128,16 +127,7 @@ def test_in_redis_mode_a_deferred_decision_never_activated_is_logged_to_skip_onc
 ) -> None:
     write_catalog(catalog_dir, "home_layout", ACTIONS, reward_window_seconds=0.2)
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    learner = RunningLearner(
-        LearnConfig(
-            catalogs=catalog_dir,
-            redis_url=module_redis.url,
-            redis_prefix=prefix,
-            metrics_port=None,
-            publish_interval_seconds=0.2,
-            catalog_poll_seconds=0.1,
-        )
-    )
+    learner = quick_learner(catalog_dir, module_redis.url, prefix)
     try:
         server = start_server(catalog_dir, redis_url=module_redis.url, redis_prefix=prefix, decision_grace_seconds=0.3)
         waiting = server.client.decide("s", "home_layout", defer_activation=True)
