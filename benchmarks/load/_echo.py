@@ -33,6 +33,13 @@ def canned_response() -> pb.DecideResponse:
     )
 
 
+def accepted(request: pb.ReportRewardsRequest) -> pb.ReportRewardsResponse:
+    """Every reward of the message accepted."""
+    return pb.ReportRewardsResponse(
+        results=[pb.RewardResult(event_id=r.event_id, status=pb.REWARD_STATUS_ACCEPTED) for r in request.rewards]
+    )
+
+
 class Echo(pb_grpc.DecisionServiceServicer):
     def __init__(self) -> None:
         self.response = canned_response()
@@ -52,11 +59,7 @@ class Echo(pb_grpc.DecisionServiceServicer):
         self, request_iterator: AsyncIterator[pb.ReportRewardsRequest], context: Ctx
     ) -> AsyncIterator[pb.ReportRewardsResponse]:
         async for request in request_iterator:
-            yield pb.ReportRewardsResponse(
-                results=[
-                    pb.RewardResult(event_id=r.event_id, status=pb.REWARD_STATUS_ACCEPTED) for r in request.rewards
-                ]
-            )
+            yield accepted(request)
 
     async def Activate(self, request: pb.ActivateRequest, context: Ctx) -> pb.ActivateResponse:
         return pb.ActivateResponse()
@@ -147,11 +150,7 @@ class EchoWithRedis(Echo):
                 for r in request.rewards:
                     pipe.hset(f"{self.prefix}:r:{r.event_id}", "reward", r.value)
                 await pipe.execute()
-            yield pb.ReportRewardsResponse(
-                results=[
-                    pb.RewardResult(event_id=r.event_id, status=pb.REWARD_STATUS_ACCEPTED) for r in request.rewards
-                ]
-            )
+            yield accepted(request)
 
 
 async def serve(port: int, vw: bool, redis_url: str | None = None) -> None:

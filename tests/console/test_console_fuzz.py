@@ -20,27 +20,18 @@ import httpx
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from server.tools.launcher import free_port
 from tailor import TailorClient
 
+from ..api.test_hostile_input import FUZZ
 from ..conftest import LAYOUTS, RunningServer, write_catalog
 from .test_http import CSRF, KEYS, Console, current, form_fields, key_of, write_keys
 
 POINT = "home_layout"
 GUARD = "guard"  # a decision point no fuzzed request names: Decide on it must keep working
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-    ],
-)
 WEIRD = [
     "",
     " ",
