@@ -36,6 +36,7 @@ from server.state import (
     EmbeddedDecideState,
     RedisDecideState,
     read_json,
+    redis_connect,
     redis_settings_problems,
     write_json_atomic,
 )
@@ -111,11 +112,7 @@ class TailorServer:
         self.decisions: DecisionLog
         if config.redis_url:
             # Redis mode: state is shared by every replica; `tailor learn` learns and publishes models.
-            self.redis = aioredis.Redis.from_url(
-                config.redis_url,
-                socket_timeout=config.redis_timeout_seconds,
-                socket_connect_timeout=config.redis_timeout_seconds,
-            )
+            self.redis = redis_connect(config.redis_url, config.redis_cluster, config.redis_timeout_seconds)
             self.models = ModelRegistry(FollowedModelStore())
             self.model_store: RedisModelStore | None = RedisModelStore(self.redis, config.redis_prefix)
             self.catalog_store = RedisCatalogStore(self.redis, config.redis_prefix)

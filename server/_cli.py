@@ -70,6 +70,12 @@ def _serve_flags(p: argparse.ArgumentParser, learner: bool = False) -> None:
     )
     p.add_argument("--redis-url", help="Redis URL for shared state (TAILOR_REDIS_URL)")
     p.add_argument("--redis-prefix", help="Redis key prefix (TAILOR_REDIS_PREFIX; default tailor)")
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="--redis-url names any node of a Redis Cluster (TAILOR_REDIS_CLUSTER)",
+    )
     _log_flags(p)
 
 
@@ -129,6 +135,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         "data_dir",
         "redis_url",
         "redis_prefix",
+        "redis_cluster",
         "api_keys",
         "insecure",
         "tls_cert",
@@ -143,7 +150,7 @@ def _config(args: argparse.Namespace) -> ServeConfig:
 
 
 def _learn_config(args: argparse.Namespace) -> LearnConfig:
-    fields = ("catalogs", "metrics_port", "redis_url", "redis_prefix")
+    fields = ("catalogs", "metrics_port", "redis_url", "redis_prefix", "redis_cluster")
     given: dict[str, Any] = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return LearnConfig(**given)
 

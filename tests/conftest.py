@@ -26,7 +26,7 @@ from tailor import TailorClient
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
-from .redis_server import RedisServer
+from .redis_server import RedisClusterServer, RedisServer
 
 # Every `tailor serve` a test starts (in process or as a subprocess) leaves the console off unless the test asks for
 # it: the default port 8080 would be shared by all of them, and by whatever else this machine runs.
@@ -145,12 +145,13 @@ class RunningLearner:
         self.thread.join(10)
 
 
-def quick_learner(catalogs: Path, redis_url: str, prefix: str) -> RunningLearner:
+def quick_learner(catalogs: Path, redis_url: str, prefix: str, cluster: bool = False) -> RunningLearner:
     """A leading `tailor learn` (in process) that publishes and follows catalog changes within tenths of a second."""
     config = LearnConfig(
         catalogs=catalogs,
         redis_url=redis_url,
         redis_prefix=prefix,
+        redis_cluster=cluster,
         metrics_port=None,
         publish_interval_seconds=0.2,
         catalog_poll_seconds=0.1,
@@ -164,6 +165,15 @@ def module_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """A private Redis Cluster (3 primaries, a replica each) shared by the whole run: tests use key prefixes of
+    their own, and a test that fails a node over leaves the cluster healthy (`wait_healthy`)."""
+    cluster = RedisClusterServer().start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
@@ -203,24 +213,28 @@ def server(start_server: Callable[..., RunningServer], catalog_dir: Path) -> Run
     return start_server(catalog_dir)
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "cluster"])
 def start_any(
     request: pytest.FixtureRequest, start_server: Callable[..., RunningServer]
 ) -> Iterator[Callable[..., RunningServer]]:
-    """Factory for the suites that run over both backends: start_any(catalogs=DIR, **overrides) -> an embedded
-    server, or a Redis-mode replica (on the module's private redis-server, a prefix of its own) with a
-    leading learner on the same catalogs; stopped at teardown."""
+    """Factory for the suites that run over every backend: start_any(catalogs=DIR, **overrides) -> an embedded
+    server, or a Redis-mode replica (on the module's private redis-server, or on the session's Redis Cluster;
+    a prefix of its own) with a leading learner on the same catalogs; stopped at teardown."""
     learners: list[RunningLearner] = []
 
     def start(catalogs: Path, **overrides: Any) -> RunningServer:
         if request.param == "embedded":
             return start_server(catalogs, **overrides)
-        redis_server: RedisServer = request.getfixturevalue("module_redis")
+        cluster = request.param == "cluster"
+        redis_server: RedisServer | RedisClusterServer = request.getfixturevalue(
+            "redis_cluster" if cluster else "module_redis"
+        )
         prefix = f"t{uuid.uuid4().hex[:8]}"
-        learner = quick_learner(catalogs, redis_server.url, prefix)
+        learner = quick_learner(catalogs, redis_server.url, prefix, cluster)
         learners.append(learner)
+        shared = {"redis_url": redis_server.url, "redis_prefix": prefix, "redis_cluster": cluster}
         polls = {"model_poll_seconds": 0.1, "catalog_poll_seconds": 0.1}
-        replica = start_server(catalogs, redis_url=redis_server.url, redis_prefix=prefix, **polls, **overrides)
+        replica = start_server(catalogs, **shared, **polls, **overrides)
         assert replica.wait_for(lambda: learner.leading(), timeout=10)
         return replica
 

@@ -1,6 +1,6 @@
 """Scale-out benchmark: 2 replicas + `tailor learn` + Redis against the embedded default, in one run.
 
-    .venv/bin/python -m benchmarks.scale_out [--shoppers 30000] [--seed 1]
+    .venv/bin/python -m benchmarks.scale_out [--shoppers 30000] [--seed 1] [--redis-cluster]
 
 1. Embedded: one `tailor serve`, `tailor simulate --target` against it.
 2. Cluster (`tailor cluster` machinery): a private redis-server, 2 replicas, the learner; the same
@@ -68,14 +68,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shoppers", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: beside this file (cluster/ with --redis-cluster)"
+    )
+    parser.add_argument(
+        "--redis-cluster", action="store_true", help="on a private Redis Cluster (3 primaries, a replica each)"
+    )
     args = parser.parse_args()
+    out = args.out or (HERE / "cluster" if args.redis_cluster else HERE)
     work = Path(tempfile.mkdtemp(prefix="tailor-scale-"))
 
     print("== embedded default", flush=True)
     emb = embedded(args.shoppers, args.seed, work / "embedded")
-    print("== cluster: redis + 2 replicas + learner (killed midway)", flush=True)
-    cluster = run_cluster(2, None, args.shoppers, args.seed, kill_after=emb["seconds"] * 0.6, out=work / "cluster")
+    redis = "a Redis Cluster (3 primaries + 3 replicas)" if args.redis_cluster else "redis"
+    print(f"== cluster: {redis} + 2 replicas + learner (killed midway)", flush=True)
+    cluster = run_cluster(
+        2, None, args.shoppers, args.seed, emb["seconds"] * 0.6, work / "cluster", redis_cluster=args.redis_cluster
+    )
 
     emb_mean, emb_blocks = after_warmup(json.loads((work / "embedded" / "results.json").read_text()))
     cl_mean, cl_blocks = after_warmup(json.loads((work / "cluster" / "results.json").read_text()))
@@ -95,7 +104,7 @@ def main() -> int:
     }
     result = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": ".venv/bin/python -m benchmarks.scale_out",
+        "command": ".venv/bin/python -m benchmarks.scale_out" + (" --redis-cluster" if args.redis_cluster else ""),
         "shoppers": args.shoppers,
         "seed": args.seed,
         "embedded": emb | {"after_warmup_conversion": emb_mean, "cpu_us_per_decision": emb_us},
@@ -106,7 +115,7 @@ def main() -> int:
         "passed": all(checks.values()),
     }
     table = report(result)
-    publish(args.out, result, table)
+    publish(out, result, table)
     return 0 if result["passed"] else 1
 
 

@@ -190,10 +190,10 @@ def main() -> int:
         texts = [r.metrics() for r in replicas]
         unlearnable = unlearnable_before_kills + sum(metric_sum(t, "tailor_decisions_unlearnable_total") for t in texts)
         logged = driven["decided"] - unlearnable
-        added, uncovered = _streams(redis.url, prefix)
+        added, uncovered = _streams(redis.url, prefix, False)
         while (added < logged or uncovered) and time.monotonic() < deadline:
             time.sleep(0.5)
-            added, uncovered = _streams(redis.url, prefix)
+            added, uncovered = _streams(redis.url, prefix, False)
         exits = {f"replica {i}": r.stop() for i, r in enumerate(replicas)}
         exits["learner"] = learners[-1].stop()
     in_window: Counter[str] = Counter()

@@ -32,6 +32,13 @@ def _check_redis_url(url: str | None) -> str | None:
     return url
 
 
+def _check_cluster(url: str | None, cluster: bool) -> None:
+    if cluster and url is None:
+        raise ValueError("redis_cluster needs redis_url (any node of the cluster)")
+    if cluster and url is not None and url.startswith("unix://"):
+        raise ValueError("a Redis Cluster is reached over TCP: use a redis:// or rediss:// URL of any of its nodes")
+
+
 def _check_hex_key(key: str | None) -> str | None:
     if key is not None:
         try:
@@ -70,6 +77,7 @@ class ServeConfig(BaseSettings):
     redis_url: str | None = Field(None, description="redis://, rediss:// or unix:// URL; unset = embedded state")
     redis_prefix: str = Field("tailor", description="key prefix in Redis")
     redis_shards: int = Field(16, ge=1, le=1024, description="decision-log shards (hash tags); same on every process")
+    redis_cluster: bool = Field(False, description="redis_url names a node of a Redis Cluster (hash-tagged keys)")
     model_poll_seconds: float = Field(0.5, gt=0, description="Redis mode: how often replicas look for new models")
     catalog_poll_seconds: float = Field(
         0.5, gt=0, description="how often the catalog directory (and in Redis mode the catalog store) is checked"
@@ -138,6 +146,7 @@ class ServeConfig(BaseSettings):
             raise ValueError("give tls_cert and tls_key together (--tls-cert FILE --tls-key FILE)")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        _check_cluster(self.redis_url, self.redis_cluster)
         return self
 
 
@@ -150,6 +159,8 @@ class LearnConfig(BaseSettings):
     redis_url: str = Field(description="redis://, rediss:// or unix:// URL")
     redis_prefix: str = Field("tailor", description="key prefix in Redis")
     redis_shards: int = Field(16, ge=1, le=1024, description="decision-log shards; the same as the replicas'")
+    redis_cluster: bool = Field(False, description="redis_url names a node of a Redis Cluster (hash-tagged keys)")
+    redis_timeout_seconds: float = Field(2.0, gt=0, description="a Redis call slower than this counts as a failure")
     metrics_port: int | None = Field(9465, ge=0, le=65535, description="Prometheus /metrics port; unset disables")
     publish_interval_seconds: float = Field(1.0, gt=0, description="how often changed models are published")
     lease_seconds: float = Field(5.0, gt=0, description="leadership lease; a standby takes over after it lapses")
@@ -171,3 +182,8 @@ class LearnConfig(BaseSettings):
 
     _redis_url = field_validator("redis_url")(_check_redis_url)
     _decision_log_key = field_validator("decision_log_key")(_check_hex_key)
+
+    @model_validator(mode="after")
+    def _cluster(self) -> LearnConfig:
+        _check_cluster(self.redis_url, self.redis_cluster)
+        return self

@@ -17,8 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-import redis.asyncio as aioredis
-
+from server.state import redis_connect
 from server.state.evidence import LogFormatError, canonical, read_files, read_stream
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -57,6 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--redis-url", default=env("TAILOR_REDIS_URL"), help="Redis mode: read from Redis instead")
     p.add_argument("--redis-prefix", default=env("TAILOR_REDIS_PREFIX", "tailor"), help="Redis key prefix")
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=env("TAILOR_REDIS_CLUSTER", "").lower() in ("1", "true", "yes", "on"),
+        help="--redis-url names any node of a Redis Cluster (TAILOR_REDIS_CLUSTER)",
+    )
 
 
 def _selected(
@@ -83,8 +88,8 @@ def _selected(
         yield exported
 
 
-async def _redis_lines(url: str, prefix: str, since: float | None) -> list[str]:
-    client = aioredis.Redis.from_url(url)
+async def _redis_lines(url: str, prefix: str, since: float | None, cluster: bool) -> list[str]:
+    client = redis_connect(url, cluster)
     try:
         stream: AsyncIterator[str] = read_stream(client, prefix, since, None)  # published after being decided
         return [line async for line in stream]
@@ -95,7 +100,9 @@ async def _redis_lines(url: str, prefix: str, since: float | None) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.redis_url:
         source = f"Redis {args.redis_prefix}"
-        lines: Iterator[str] = iter(asyncio.run(_redis_lines(args.redis_url, args.redis_prefix, args.since)))
+        lines: Iterator[str] = iter(
+            asyncio.run(_redis_lines(args.redis_url, args.redis_prefix, args.since, args.redis_cluster))
+        )
     else:
         root = args.data_dir / "decisions"
         if not root.is_dir():

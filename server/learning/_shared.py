@@ -22,13 +22,12 @@ import time
 from dataclasses import dataclass
 
 import redis
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from policies import VWPolicy
 from server.catalogs import Catalog, CatalogError, catalog_dir_fingerprint, load_catalog_dir
 from server.core import LearnConfig, Metrics, RateLimitedLog, Unavailable
-from server.state import redis_settings_problems
+from server.state import redis_connect, redis_settings_problems
 from server.state.catalogs import AuditEvent, CatalogDirectory, RedisCatalogStore, served_catalogs
 from server.state.decision_log import LearnEntry, RedisDecisionLog
 from server.state.evidence import Pseudonymizer, pack, redis_installation_key, stream_key
@@ -75,7 +74,7 @@ class SharedLearner:
         self.leader = Gauge("tailor_learner_leader", "1 while this learner holds the lease.", registry=self.registry)
         self._directory_catalogs: dict[str, Catalog] | None = load_catalog_dir(config.catalogs)  # to apply
         self._directory_fingerprint = catalog_dir_fingerprint(config.catalogs)
-        self.client = aioredis.Redis.from_url(config.redis_url)
+        self.client = redis_connect(config.redis_url, config.redis_cluster, config.redis_timeout_seconds)
         self.decisions = RedisDecisionLog(self.client, config.redis_prefix, config.redis_shards)
         self.store = RedisModelStore(self.client, config.redis_prefix)
         self.catalog_store = RedisCatalogStore(self.client, config.redis_prefix)

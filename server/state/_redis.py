@@ -18,13 +18,30 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from server.core import ResourceExhausted, Unavailable
+
+
+def connect(url: str, cluster: bool = False, timeout: float | None = None) -> aioredis.Redis:
+    """A client of one Redis server, or with `cluster` of the Redis Cluster that `url` names a node of.
+
+    A cluster client offers the same commands and routes each by the hash slot of its keys (pipelines are
+    split by node and sent to the nodes at once, so a pipelined round trip stays one phase; scripts are
+    loaded on every primary; MOVED and failovers are followed). Every multi-key command and script of
+    Tailor's stays in one slot by its hash tags, so the stores use either client alike: it is typed as the
+    single-server client they are written against."""
+    options: dict[str, Any] = {}
+    if timeout is not None:
+        options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    if cluster:
+        return cast(aioredis.Redis, aioredis.RedisCluster.from_url(url, **options))
+    return aioredis.Redis.from_url(url, **options)
+
 
 _TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 
@@ -89,7 +106,9 @@ class LuaScript:
 
     def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Queue one run on a pipeline (run it with `run_scripts`)."""
-        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+        # As a raw command: redis-py's cluster pipeline blocks its `evalsha` method, yet routes the command
+        # by the slot of its keys like any other.
+        pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run it on its own: one round trip (redis-py loads it first if Redis does not have it)."""

@@ -31,13 +31,18 @@ from server.tools.simulator import (
     missing_plot_extra,
 )
 
-from .launcher import LearnProcess, RedisProcess, ServeProcess, cpu_seconds, metric_sum
+from .launcher import LearnProcess, RedisClusterProcess, RedisProcess, ServeProcess, cpu_seconds, metric_sum
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.add_argument("--replicas", type=int, default=2, help="tailor serve replicas (default 2)")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="on a Redis Cluster: a private one of 3 primaries with a replica each, or the one --redis-url names",
+    )
     parser.add_argument("--shoppers", type=int, default=30_000, help="simulated shoppers (default 30000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the shopper population")
     parser.add_argument(
@@ -47,9 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="where the simulator's results and cluster.json go (default: temp)")
 
 
-def _streams(url: str, prefix: str) -> tuple[int, int]:
+def _client(url: str, cluster: bool) -> redis.Redis:
+    if cluster:
+        return redis.RedisCluster.from_url(url, decode_responses=True)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
+def _streams(url: str, prefix: str, cluster: bool) -> tuple[int, int]:
     """(entries ever handed to the learner, entries not yet covered by the published models)."""
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = _client(url, cluster)  # a cluster client's SCAN covers every primary
     try:
         offsets = client.hgetall(f"{prefix}:{{m}}:offsets")
         added = uncovered = 0
@@ -73,7 +84,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"tailor cluster: {missing}", file=sys.stderr)
         return 2
     try:
-        report = run_cluster(args.replicas, args.redis_url, args.shoppers, args.seed, args.kill_learner_after, args.out)
+        report = run_cluster(
+            args.replicas,
+            args.redis_url,
+            args.shoppers,
+            args.seed,
+            args.kill_learner_after,
+            args.out,
+            args.redis_cluster,
+        )
     except (RuntimeError, OSError) as err:
         print(f"tailor cluster: cannot run the cluster: {err}", file=sys.stderr)
         return 2
@@ -84,7 +103,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_cluster(
-    replicas: int, redis_url: str | None, shoppers: int, seed: int, kill_after: float, out: Path | None
+    replicas: int,
+    redis_url: str | None,
+    shoppers: int,
+    seed: int,
+    kill_after: float,
+    out: Path | None,
+    redis_cluster: bool = False,
 ) -> dict[str, Any]:
     """Start the cluster, simulate, check; returns the report (also written to OUT/cluster.json)."""
     work = Path(tempfile.mkdtemp(prefix="tailor-cluster-"))
@@ -92,21 +117,22 @@ def run_cluster(
     prefix = f"cluster-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
         url = redis_url
-        private: RedisProcess | None = None
+        private: RedisProcess | RedisClusterProcess | None = None
         if url is None:
-            private = RedisProcess().start()
+            private = RedisClusterProcess().start() if redis_cluster else RedisProcess().start()
             stack.callback(private.stop)
             url = private.url
+        flags = ("--redis-cluster",) if redis_cluster else ()
         catalogs = work / "catalogs"
         catalogs.mkdir()
         (catalogs / f"{DEFAULT_DECISION_POINT}.yaml").write_text(yaml.safe_dump(catalog_document()))
         servers = []
         for i in range(replicas):
-            extra = ("--redis-url", url, "--redis-prefix", prefix)
+            extra = ("--redis-url", url, "--redis-prefix", prefix, *flags)
             replica = ServeProcess(catalogs, work / f"replica-{i}", extra, log=work / f"replica-{i}.log").start()
             stack.callback(replica.stop)
             servers.append(replica)
-        learners = [LearnProcess(catalogs, url, prefix, work / "learn-0.log").start()]
+        learners = [LearnProcess(catalogs, url, prefix, work / "learn-0.log", flags).start()]
         stack.callback(lambda: [learner.stop() for learner in learners])
         targets = ",".join(r.target for r in servers)
         print(f"redis {url} (prefix {prefix}); replicas {targets}; learner metrics :{learners[0].metrics_port}")
@@ -121,19 +147,20 @@ def run_cluster(
                 learner_cpu += _cpu(learners[0])
                 learners[0].kill()
                 print(f"killed the learner (SIGKILL) at {time.monotonic() - started:.0f} s; starting a new one")
-                learners.append(LearnProcess(catalogs, url, prefix, work / "learn-1.log").start())
+                learners.append(LearnProcess(catalogs, url, prefix, work / "learn-1.log", flags).start())
                 learner_killed = True
         simulate_exit = sim.wait()
-        report = _verify(url, prefix, servers, learners[-1])
+        report = _verify(url, prefix, servers, learners[-1], redis_cluster)
         cpu = {
             "replicas": sum(_cpu(r) for r in servers),
             "learner": learner_cpu + _cpu(learners[-1]),
-            "redis": _cpu(private) if private is not None else float("nan"),
+            "redis": _redis_cpu(private),
         }
         report.update(
             learner_killed=learner_killed,
             simulate_exit=simulate_exit,
             replicas=replicas,
+            redis_cluster=redis_cluster,
             shoppers=shoppers,
             seed=seed,
             cpu_seconds=cpu,
@@ -161,16 +188,26 @@ def _cpu(process: ServeProcess | LearnProcess | RedisProcess | None) -> float:
     return cpu_seconds(proc.pid)
 
 
-def _verify(url: str, prefix: str, replicas: list[ServeProcess], learner: LearnProcess) -> dict[str, Any]:
+def _redis_cpu(private: RedisProcess | RedisClusterProcess | None) -> float:
+    """CPU seconds of the private Redis (every node of a private cluster); NaN for one we did not start."""
+    if private is None:
+        return float("nan")
+    nodes = private.nodes if isinstance(private, RedisClusterProcess) else [private]
+    return sum(_cpu(node) for node in nodes)
+
+
+def _verify(
+    url: str, prefix: str, replicas: list[ServeProcess], learner: LearnProcess, cluster: bool = False
+) -> dict[str, Any]:
     """Wait for every window to close and the learner to publish, then check exactly-once and versions."""
     deadline = time.monotonic() + REWARD_WINDOW_SECONDS + 30
     texts = [r.metrics() for r in replicas]
     decisions = sum(metric_sum(t, "tailor_decisions_total") for t in texts)
     unlearnable = sum(metric_sum(t, "tailor_decisions_unlearnable_total") for t in texts)
-    added, uncovered = _streams(url, prefix)
+    added, uncovered = _streams(url, prefix, cluster)
     while (added < decisions - unlearnable or uncovered) and time.monotonic() < deadline:
         time.sleep(0.5)
-        added, uncovered = _streams(url, prefix)
+        added, uncovered = _streams(url, prefix, cluster)
     time.sleep(2.0)  # replicas poll for published models every 0.5 s
     texts = [r.metrics() for r in replicas]
     versions = [metric_sum(t, "tailor_model_version", decision_point=DEFAULT_DECISION_POINT) for t in texts]

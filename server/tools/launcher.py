@@ -211,8 +211,9 @@ class RedisProcess:
     No persistence unless `appendonly` (AOF, fsync every second: what Tailor's README asks of a production
     Redis). For `tailor cluster`, the soak benchmark and tests; never touches a Redis it did not start."""
 
-    def __init__(self, appendonly: bool = False) -> None:
+    def __init__(self, appendonly: bool = False, cluster: bool = False) -> None:
         self.appendonly = appendonly
+        self.cluster_port = free_port() if cluster else None  # the cluster bus (by default port + 10000)
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server), or pass --redis-url")
@@ -231,6 +232,11 @@ class RedisProcess:
             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
             "--dir", str(self.dir), "--daemonize", "no", "--protected-mode", "no",
         ]  # fmt: skip
+        if self.cluster_port is not None:
+            args += [
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port",
+                str(self.cluster_port), "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
+            ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -258,3 +264,101 @@ class RedisProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.proc = None
+
+    def command(self, *args: str) -> str:
+        """One command through `redis-cli`, its reply as text (for cluster administration)."""
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=30, check=True
+        )
+        return done.stdout
+
+
+#: How long a cluster node may be unreachable before it counts as failed (a replica then takes over).
+CLUSTER_NODE_TIMEOUT_MS = 2000
+
+
+class RedisClusterProcess:
+    """A private Redis Cluster on free ports: `primaries` primaries with `replicas` replicas each, made with
+    `redis-cli --cluster create`, stopped by pid. `url` names one node: a cluster client finds the rest.
+    For tests and benchmarks of `--redis-cluster`; `failover` and `kill` act as an operator and a crash do."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 1, appendonly: bool = False) -> None:
+        self.nodes = [RedisProcess(appendonly, cluster=True) for _ in range(primaries * (1 + replicas))]
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 60.0) -> Self:
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+                 "--cluster-yes"],
+                capture_output=True, text=True, timeout=timeout, check=True,
+            )  # fmt: skip
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until every live node sees the cluster as ok and every replica is in sync with its primary."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._healthy(node) for node in self.nodes if node.proc is not None):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not become healthy")
+
+    @staticmethod
+    def _healthy(node: RedisProcess) -> bool:
+        try:
+            info = node.command("CLUSTER", "INFO") + node.command("INFO", "replication")
+        except (subprocess.SubprocessError, OSError):
+            return False
+        if "cluster_state:ok" not in info:
+            return False
+        return "role:master" in info or "master_link_status:up" in info
+
+    def role(self, node: RedisProcess) -> str:
+        """`master` or `slave`, as the node says of itself."""
+        return node.command("ROLE").split()[0]
+
+    def primaries(self) -> list[RedisProcess]:
+        return [node for node in self.nodes if node.proc is not None and self.role(node) == "master"]
+
+    def replica_of(self, primary: RedisProcess) -> RedisProcess:
+        """A live replica of `primary` (`CLUSTER REPLICAS`: one line per replica, its address second)."""
+        primary_id = primary.command("CLUSTER", "MYID").strip()
+        ports = {int(line.split()[1].split("@")[0].rsplit(":", 1)[1]) for line in primary.command(
+            "CLUSTER", "REPLICAS", primary_id).splitlines() if line.strip()}  # fmt: skip
+        for node in self.nodes:
+            if node.port in ports and node.proc is not None:
+                return node
+        raise RuntimeError(f"no live replica of the primary on port {primary.port}")
+
+    def failover(self, primary: RedisProcess, timeout: float = 30.0) -> RedisProcess:
+        """A manual failover (`CLUSTER FAILOVER` on a replica): the replica catches up and takes over with no
+        acknowledged write lost. Returns the new primary once the cluster is healthy again."""
+        replica = self.replica_of(primary)
+        replica.command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.role(replica) != "master":
+            time.sleep(0.05)
+        self.wait_healthy(timeout)
+        return replica
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

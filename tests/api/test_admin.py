@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -22,6 +21,7 @@ from tailor.v1 import admin_service_pb2_grpc as apb_grpc
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import LAYOUTS, RunningServer
+from ..redis_server import sync_client
 from . import code_of
 from .test_keys import write_keys
 
@@ -163,7 +163,7 @@ def train(server: RunningServer, rounds: int) -> None:
         assert server.wait_for(lambda: model.learned_since_snapshot == rounds)
         return
 
-    raw = redis.Redis.from_url(server.config.redis_url or "", decode_responses=True)
+    raw = sync_client(server.config.redis_url or "", server.config.redis_cluster)
     tag = f"{server.config.redis_prefix}:{{m}}"
 
     def learned_and_followed() -> bool:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from server.catalogs import load_catalog_document
 from server.state.catalogs import (
@@ -26,19 +25,18 @@ from server.state.catalogs import (
     VersionConflict,
 )
 
-from ..redis_server import RedisServer
+from ..redis_server import async_client
 
 MakeStore = Callable[..., CatalogStore]
 
 
-@pytest.fixture(params=["files", "redis"])
+@pytest.fixture(params=["files", "redis", "cluster"])
 async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
     """Stores of one backend over the same state (a second call: another process, or a restart)."""
     if request.param == "files":
         yield lambda **kw: FileCatalogStore(tmp_path, **kw)
         return
-    server: RedisServer = request.getfixturevalue("module_redis")
-    client = aioredis.Redis(port=server.port)
+    client = async_client(request.param, request)
     prefix = f"t{uuid.uuid4().hex[:8]}"
     yield lambda **kw: RedisCatalogStore(client, prefix, **kw)
     await client.aclose()

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from server.state.decision_log import (
     Aggregation,
@@ -26,7 +25,7 @@ from server.state.decision_log import (
     RedisDecisionLog,
 )
 
-from ..redis_server import RedisServer
+from ..redis_server import async_client
 
 S = JoinStatus
 
@@ -45,16 +44,15 @@ class Backend:
         return list(self.handed)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         b = Backend(InMemoryDecisionLog(1000, learn=lambda *a: None), "memory")
         b.log = InMemoryDecisionLog(1000, learn=lambda r, reward, source: b.handed.append((r.event_id, reward, source)))
         yield b
         return
-    server: RedisServer = request.getfixturevalue("module_redis")
-    client = aioredis.Redis(port=server.port)
-    yield Backend(RedisDecisionLog(client, f"t{uuid.uuid4().hex[:8]}", shards=4), "redis")
+    client = async_client(request.param, request)
+    yield Backend(RedisDecisionLog(client, f"t{uuid.uuid4().hex[:8]}", shards=4), request.param)
     await client.aclose()
 
 

@@ -31,7 +31,7 @@ from server.state.sessions import (
 )
 from server.state.sessions._base import _DECAY, MAX_CART_ITEMS, MAX_SEEN_EVENT_IDS
 
-from ..redis_server import RedisServer
+from ..redis_server import RedisServer, async_client
 
 TTL = 1.0
 
@@ -43,20 +43,19 @@ class Backend:
 
     async def after_ttl(self) -> float:
         """A `now` at which the sessions touched so far are idle past the TTL (Redis: wait for expiry)."""
-        if self.name == "redis":
+        if self.name != "memory":
             await asyncio.sleep(TTL + 1.1)  # key TTLs are whole seconds
             return time.time()
         return time.time() + TTL + 1
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         yield Backend(InMemorySessionStore(capacity=1000, ttl_seconds=TTL), "memory")
         return
-    server: RedisServer = request.getfixturevalue("module_redis")
-    client = aioredis.Redis(port=server.port)
-    yield Backend(RedisSessionStore(client, f"t{uuid.uuid4().hex[:8]}", TTL), "redis")
+    client = async_client(request.param, request)
+    yield Backend(RedisSessionStore(client, f"t{uuid.uuid4().hex[:8]}", TTL), request.param)
     await client.aclose()
 
 

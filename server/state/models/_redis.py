@@ -253,7 +253,7 @@ class RedisModelStore:
         while True:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.get(self._result_prefix + token)
-                pipe.time()
+                pipe.execute_command("TIME")  # `pipe.time()` is blocked on a cluster pipeline
                 raw, (seconds, micros) = await pipe.execute()
             if raw is not None:
                 result: dict[str, Any] = json.loads(raw)
@@ -266,7 +266,7 @@ class RedisModelStore:
         """Commands queued after stream id `after` ("0": all kept), and Redis's time now."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.xrange(self.commands_key, min=f"({after}" if after != "0" else "-", count=100)
-            pipe.time()
+            pipe.execute_command("TIME")  # `pipe.time()` is blocked on a cluster pipeline
             entries, (seconds, micros) = await pipe.execute()
         out = []
         for entry_id, raw in entries:
