@@ -221,14 +221,14 @@ def start_any(
     server, or a Redis-mode replica (on the module's private redis-server, or on the session's Redis Cluster;
     a prefix of its own) with a leading learner on the same catalogs; stopped at teardown."""
     learners: list[RunningLearner] = []
+    cluster = request.param == "cluster"
+    redis_server: RedisServer | RedisClusterServer | None = None
+    if request.param != "embedded":  # started now: a test's clock starts after its Redis is up
+        redis_server = request.getfixturevalue("redis_cluster" if cluster else "module_redis")
 
     def start(catalogs: Path, **overrides: Any) -> RunningServer:
-        if request.param == "embedded":
+        if redis_server is None:
             return start_server(catalogs, **overrides)
-        cluster = request.param == "cluster"
-        redis_server: RedisServer | RedisClusterServer = request.getfixturevalue(
-            "redis_cluster" if cluster else "module_redis"
-        )
         prefix = f"t{uuid.uuid4().hex[:8]}"
         learner = quick_learner(catalogs, redis_server.url, prefix, cluster)
         learners.append(learner)

@@ -1,11 +1,17 @@
-"""`tailor learn`: the one learner of Redis mode.
+"""`tailor learn`: the learners of Redis mode, any number of them, sharing the decision points.
 
-It holds a leadership lease (a second `tailor learn` waits as a hot standby and takes over when the
-lease lapses), closes the reward windows of every shard, learns the decisions handed off on the learn
-streams, and publishes snapshots of every changed model together with the stream offsets they cover.
-A new leader starts from the published models and replays the streams from the published offsets, so
-a crash anywhere loses nothing and learns nothing twice; entries are trimmed only once a published
-model covers them.
+Each decision point is learned by the one learner that holds its lease (`_lease.DecisionPointLeases`: every
+learner takes its fair share, so adding a learner or killing one moves decision points within the lease
+time). For the decision points it holds, a learner closes the reward windows in every shard, learns the
+decisions handed off on their learn streams, and publishes snapshots of every changed model together with
+the stream offsets they cover. A learner that takes a decision point starts from its published model and
+replays its streams from the published offsets, so a crash anywhere loses nothing and learns nothing
+twice; entries are trimmed only once a published model covers them.
+
+Before anything else a learner brings the Redis key layout to the present (`_upgrade`: layout 1, one
+lease and per-shard streams mixing decision points, becomes layout 2; see `server.state.decision_log`),
+and it keeps moving what replicas of the earlier release may still write in layout 1, so a rolling
+upgrade loses nothing.
 
 It learns the catalogs of the catalog store (which its catalog directory seeds, as every replica's does)
 and follows the store's changes within a poll (`catalog_poll_seconds`): a changed catalog is published
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -29,7 +36,7 @@ from server.catalogs import Catalog, CatalogError, catalog_dir_fingerprint, load
 from server.core import LearnConfig, Metrics, RateLimitedLog, Unavailable
 from server.state import redis_connect, redis_settings_problems
 from server.state.catalogs import AuditEvent, CatalogDirectory, RedisCatalogStore, served_catalogs
-from server.state.decision_log import LearnEntry, RedisDecisionLog
+from server.state.decision_log import LAYOUT, LearnEntry, RedisDecisionLog
 from server.state.evidence import Pseudonymizer, pack, redis_installation_key, stream_key
 from server.state.models import (
     DecisionLines,
@@ -43,13 +50,14 @@ from server.state.models import (
 
 from ._evidence import EvidenceRecorder
 from ._learner import learn_example
-from ._lease import LeaderLease
+from ._lease import LEGACY_LEADER_BLOCK, DecisionPointLeases
 from ._series import ActionSeries, flush_to_redis
 
 log = logging.getLogger("tailor.learn")
 
 _CLOSE_EVERY_SECONDS = 0.1
 _RETRY_SECONDS = 0.5  # after Redis failed under the learner
+_INTRODUCED_SECONDS = 0.3  # after a learner's first turn: long enough for learners started with it to announce
 _LAG_EVERY_SECONDS = 2.0  # how often the leader measures its backlog (a few cheap reads per shard)
 
 
@@ -71,7 +79,14 @@ class SharedLearner:
         self.metrics = Metrics(self.registry)
         self._limited = RateLimitedLog(log, seconds=10.0)
         self._published = RateLimitedLog(log, seconds=30.0)  # a publish a second under load: one line per 30 s
-        self.leader = Gauge("tailor_learner_leader", "1 while this learner holds the lease.", registry=self.registry)
+        self.leader = Gauge(
+            "tailor_learner_leader",
+            "1 while this learner holds the lease of at least one decision point.",
+            registry=self.registry,
+        )
+        self.held = Gauge(
+            "tailor_learner_decision_points", "Decision points whose lease this learner holds.", registry=self.registry
+        )
         self._directory_catalogs: dict[str, Catalog] | None = load_catalog_dir(config.catalogs)  # to apply
         self._directory_fingerprint = catalog_dir_fingerprint(config.catalogs)
         self.client = redis_connect(config.redis_url, config.redis_cluster, config.redis_timeout_seconds)
@@ -86,7 +101,10 @@ class SharedLearner:
         # The decision log's lines of what was learned since the last publish, written with it (exactly once).
         self._lines: list[bytes] = []  # compressed (`pack`): Redis holds days of them
         self.evidence: EvidenceRecorder | None = None
-        self.lease = LeaderLease(self.client, self.store.leader_key, config.lease_seconds)
+        self.leases = DecisionPointLeases(self.client, self.store, config.lease_seconds)
+        self.points: list[str] = []  # the decision points this learner leads, sorted
+        self._upgraded = False
+        self._legacy_offsets: dict[str, str] = {}  # layout 1's published offsets, for `migrate_layout_1`
         self.models: dict[str, _Model] = {}
         self.offsets: dict[str, str] = {}
         self.metrics_port: int | None = None
@@ -102,11 +120,13 @@ class SharedLearner:
         waiting, since = self._waiting
         return waiting, 0.0 if since is None else max(0.0, time.time() - since)
 
-    async def measure_lag(self) -> None:
-        """Count what waits for this leader: windows past due, and stream entries after its offsets (entries
-        up to the offsets stay until the next publish trims them, and are subtracted)."""
+    async def measure_lag(self, decision_points: Sequence[str] | None = None) -> None:
+        """Count what waits for this learner in its decision points (or those given): windows past due, and
+        stream entries after its offsets (entries up to the offsets stay until the next publish trims them, and
+        are subtracted)."""
         waiting, oldest = 0, None
-        for shard in await self.decisions.backlog(self.offsets, time.time()):
+        points = self.points if decision_points is None else decision_points
+        for shard in await self.decisions.backlog(self.offsets, time.time(), points):
             read = self._read_since_trim.get(shard.stream, 0) + (1 if shard.stream in self.offsets else 0)
             waiting += shard.past_due + max(0, shard.stream_length - read)
             if shard.oldest is not None and (oldest is None or shard.oldest < oldest):
@@ -142,22 +162,68 @@ class SharedLearner:
                     await asyncio.wait_for(stop.wait(), timeout=_RETRY_SECONDS)
 
     async def _term(self, stop: asyncio.Event) -> None:
-        """Apply the catalog directory if it is new or changed; try for the lease once; lead until it is lost
-        or `stop` is set."""
+        """Apply the catalog directory if it is new or changed; bring the key layout up to date; take this
+        learner's share of the decision points; lead them until a lease is lost or `stop` is set."""
         await self._directory_turn()
-        if await self.lease.acquire():
-            log.info("leading (token %s)", self.lease.token[:8], extra={"event": "leader_acquired"})
-            self.leader.set(1)
+        if await self._upgrade():
+            await self._read_catalogs()
+            turn = await self.leases.turn(sorted(self.catalogs))
+            if turn.surplus:  # nothing learned of them in this term yet: hand them back at once
+                await self.leases.release(turn.surplus)
+        if self.leases.held:
+            self._set_points()
+            log.info(
+                "leading %s (token %s)",
+                self.points,
+                self.leases.token[:8],
+                extra={"event": "leader_acquired", "decision_points": self.points},
+            )
             try:
                 await self._lead(stop)
             finally:
                 self._lines.clear()  # with the unpublished learning: the next leader writes them from the streams
                 self.leader.set(0)
+                self.held.set(0)
                 self._waiting = (0, None)  # the next leader reports the backlog
+                for model in self.models.values():
+                    model.policy.close()
                 self.models.clear()
-        else:
+        else:  # soon after its first turn (which only announces it), then a third of the lease time
+            wait = _INTRODUCED_SECONDS if self.leases.turns == 1 else min(1.0, self.config.lease_seconds / 3)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=min(1.0, self.config.lease_seconds / 3))
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+
+    def _set_points(self) -> None:
+        self.points = sorted(self.leases.held)
+        self.decisions.decision_points = self.points
+        self.leader.set(1 if self.points else 0)
+        self.held.set(len(self.points))
+
+    async def _upgrade(self) -> bool:
+        """Bring the key layout to `LAYOUT` once (layout 1 -> 2: see `server.state.decision_log`); False while a
+        learner of an earlier release leads (it holds layout 1's lease: stop it, and this learner goes on when
+        that lease lapses). Layout 1's lease key then holds `LEGACY_LEADER_BLOCK` for good, so such a learner
+        started later waits as a standby."""
+        if self._upgraded:
+            return True
+        holder = await self.client.get(self.store.leader_key)
+        if holder is not None and _text(holder) != LEGACY_LEADER_BLOCK:
+            self._limited.warning(
+                "legacy",
+                "a tailor learn of an earlier release holds the learning lease; stop it to upgrade: this learner "
+                "starts once its lease lapses",
+                extra={"event": "upgrade_waiting"},
+            )
+            return False
+        await self.client.set(self.store.leader_key, LEGACY_LEADER_BLOCK)
+        layout = await self.client.get(self.store.layout_key)
+        self._legacy_offsets = await self.store.offsets()
+        if layout is None or int(_text(layout)) < LAYOUT:
+            await self.decisions.migrate_layout_1(self._legacy_offsets)
+            await self.client.set(self.store.layout_key, LAYOUT)
+            log.info("upgraded the Redis key layout to %d", LAYOUT, extra={"event": "layout_upgraded"})
+        self._upgraded = True
+        return True
 
     async def _lead(self, stop: asyncio.Event) -> None:
         if self.config.decision_log and self.evidence is None:
@@ -170,7 +236,6 @@ class SharedLearner:
                 )
             lines = self._lines
             self.evidence = EvidenceRecorder(lambda line: lines.append(pack(line)), Pseudonymizer(key), self.metrics)
-        await self._read_catalogs()
         await self._load_published()
         self._read_since_trim = {}
         renew_every = self.config.lease_seconds / 3
@@ -178,20 +243,44 @@ class SharedLearner:
         while not stop.is_set():
             now = time.monotonic()
             if now - last_renew >= renew_every:
-                if not await self.lease.renew():
-                    log.warning("lost the lease; standing by", extra={"event": "leader_lost"})
+                turn = await self.leases.turn(sorted(self.catalogs))
+                if turn.lost:
+                    log.warning(
+                        "lost the lease of %s; standing by",
+                        sorted(turn.lost),
+                        extra={"event": "leader_lost", "decision_points": sorted(turn.lost)},
+                    )
                     return
+                if turn.taken or turn.surplus:
+                    if not await self.publish():  # what it learned so far, before the set of its models changes
+                        log.warning("publish refused: no longer the leader", extra={"event": "leader_lost"})
+                        return
+                    await self.leases.release(turn.surplus)
+                    self._set_points()
+                    log.info(
+                        "now leading %s (took %s, handed back %s; %d learners)",
+                        self.points,
+                        sorted(turn.taken),
+                        sorted(turn.surplus),
+                        turn.learners,
+                        extra={"event": "leases_moved", "decision_points": self.points},
+                    )
+                    if not self.points:
+                        return
+                    await self._load_published()
                 last_renew = now
             if now - last_close >= _CLOSE_EVERY_SECONDS:  # windows close on time to within 0.1 s
-                await self.decisions.close_windows(time.time())
+                await self.decisions.close_windows(time.time(), decision_points=self.points)
                 if not await self._run_commands():
                     log.warning("publish refused: no longer the leader", extra={"event": "leader_lost"})
                     return
                 last_close = now
             if now - last_lag >= _LAG_EVERY_SECONDS:
                 await self.measure_lag()
+                # what replicas of the earlier release may still write in layout 1, during a rolling upgrade
+                await self.decisions.migrate_layout_1(self._legacy_offsets)
                 last_lag = now
-            entries = await self.decisions.read_learnable(self.offsets, self.config.batch)
+            entries = await self.decisions.read_learnable(self.offsets, self.config.batch, self.points)
             for entry in entries:
                 self._learn(entry)
             if now - last_poll >= self.config.catalog_poll_seconds:
@@ -203,6 +292,7 @@ class SharedLearner:
                         return
                     await self._read_catalogs()
                     await self._load_published()  # models for the new catalogs, from what was just published
+                    last_renew = 0.0  # new or deleted decision points: share them at once
             if now - last_publish >= self.config.publish_interval_seconds:
                 if not await self.publish():
                     log.warning("publish refused: no longer the leader", extra={"event": "leader_lost"})
@@ -212,19 +302,23 @@ class SharedLearner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=0.05)
         await self.publish()  # graceful stop: what was learned is published
-        await self.lease.release()
-        log.info("released the lease", extra={"event": "leader_released"})
+        await self.leases.release((), leave=True)
+        log.info("released the leases", extra={"event": "leader_released"})
 
     async def _load_published(self) -> None:
         """Start from the published models and the offsets they cover; a catalog whose learning flags are those
         of a kept model (rolled back across a flags change) resumes that one; fresh models for the rest."""
         published = await self.store.published()
         kept = await self.store.kept()
-        self.offsets = await self.store.offsets()
+        mine = {self.store.commands_key(p) for p in self.points}
+        mine.update(stream for p in self.points for stream in self.decisions.streams(p))
+        self.offsets = {stream: at for stream, at in (await self.store.offsets()).items() if stream in mine}
         for previous in self.models.values():
             previous.policy.close()
         self.models = {}
         for name, catalog in self.catalogs.items():
+            if name not in self.leases.held:
+                continue
             model = published.get(name)
             stored = ([model] if model is not None else []) + kept.get(name, [])
             # Keys the catalog leaves unset keep the published model's flags: an upgrade resumes it.
@@ -297,14 +391,13 @@ class SharedLearner:
     async def _run_commands(self) -> bool:
         """Apply the model commands queued since the published offset, then publish at once with their results;
         False if the publish was refused (no longer the leader)."""
-        key = self.store.commands_key
-        commands, now = await self.store.commands(self.offsets.get(key, "0"))
+        commands, now = await self.store.commands(self.offsets, self.points)
         if not commands:
             return True
         results: dict[str, dict[str, object]] = {}
         events: list[dict[str, object]] = []
         for command in commands:
-            self.offsets[key] = command.entry_id
+            self.offsets[command.stream] = command.entry_id
             if now > command.deadline:
                 self.metrics.model_commands.labels(command.action, "expired").inc()
                 continue  # its caller has been told it was not applied
@@ -390,7 +483,10 @@ class SharedLearner:
         lines = DecisionLines(
             stream_key(self.config.redis_prefix), self._lines, retention, self.config.decision_log_max_entries
         )
-        if not await self.store.publish(self.lease.token, snapshots, dict(self.offsets), results, audit, lines):
+        leases = self.leases.keys(self.points)
+        if not await self.store.publish(
+            self.leases.token, leases, snapshots, dict(self.offsets), results, audit, lines
+        ):
             return False
         self._lines.clear()
         self.series.points.clear()  # the learner keeps only what it has not flushed yet
@@ -419,3 +515,7 @@ class SharedLearner:
         await self.client.aclose()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

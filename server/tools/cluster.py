@@ -64,7 +64,7 @@ def _streams(url: str, prefix: str, cluster: bool) -> tuple[int, int]:
     try:
         offsets = client.hgetall(f"{prefix}:{{m}}:offsets")
         added = uncovered = 0
-        for key in client.scan_iter(f"{prefix}:*:learn"):
+        for key in client.scan_iter(f"{prefix}:*:learn:*"):
             info = client.xinfo_stream(key)
             added += int(info["entries-added"])
             after = str(offsets.get(key, "0"))

@@ -168,7 +168,7 @@ def train(server: RunningServer, rounds: int) -> None:
 
     def learned_and_followed() -> bool:
         """Every learn-stream entry is covered by the published offsets, and the replica serves that model."""
-        last = {k: raw.xinfo_stream(k)["last-generated-id"] for k in raw.scan_iter(f"{tag[:-4]}:*:learn")}
+        last = {k: raw.xinfo_stream(k)["last-generated-id"] for k in raw.scan_iter(f"{tag[:-4]}:*:learn:*")}
         offsets = raw.hgetall(f"{tag}:offsets")
         meta = raw.hget(f"{tag}:models", "home_layout")
         if meta is None or any(offsets.get(k) != v for k, v in last.items()):

@@ -40,16 +40,18 @@ def picks(server: RunningServer, n: int = 40, **kwargs: Any) -> set[str]:
 def test_only_active_actions_are_served_and_a_window_opens_and_closes_by_itself(
     start_any: Callable[..., RunningServer], folder: Path
 ) -> None:
+    written = time.monotonic()  # the window opens 3 s from now: a Redis-mode start (replica, learner) fits before
     write(
         folder,
         [
             {"id": "always"},
             {"id": "paused", "paused": True},
             {"id": "over", "active_until": stamp(-60)},
-            {"id": "soon", "active_from": stamp(1.0), "active_until": stamp(2.5)},
+            {"id": "soon", "active_from": stamp(3.0), "active_until": stamp(4.5)},
         ],
     )
     server = start_any(folder)
+    assert time.monotonic() - written < 2.5, "the server took too long to start for this test's window"
     assert picks(server) == {"always"}
     # named candidates that are inactive are dropped; only when none remains is it FAILED_PRECONDITION
     assert picks(server, candidate_action_ids=["paused", "always"]) == {"always"}
@@ -59,9 +61,9 @@ def test_only_active_actions_are_served_and_a_window_opens_and_closes_by_itself(
     with pytest.raises(grpc.RpcError) as unknown:  # an id the catalog lacks is still a client error
         server.client.decide("s", "offers", candidate_action_ids=["nope"])
     assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    time.sleep(1.2)
+    time.sleep(max(0.0, written + 3.2 - time.monotonic()))
     assert picks(server, 60) == {"always", "soon"}  # the window opened, no reload
-    time.sleep(1.5)
+    time.sleep(max(0.0, written + 4.7 - time.monotonic()))
     assert picks(server) == {"always"}  # and closed
 
 

@@ -341,7 +341,7 @@ def test_embedded_is_one_replica_on_a_persistent_volume() -> None:
     ] == []
 
 
-def test_redis_mode_autoscales_the_replicas_and_runs_two_leader_elected_learners() -> None:
+def test_redis_mode_autoscales_the_replicas_and_runs_two_learners_sharing_the_decision_points() -> None:
     server = named("redis", "Deployment", "tailor-server")
     assert "replicas" not in server["spec"], "the autoscaler owns the replica count"
     [autoscaler] = objects("redis", "HorizontalPodAutoscaler")

@@ -52,7 +52,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         yield b
         return
     client = async_client(request.param, request)
-    yield Backend(RedisDecisionLog(client, f"t{uuid.uuid4().hex[:8]}", shards=4), request.param)
+    log = RedisDecisionLog(client, f"t{uuid.uuid4().hex[:8]}", shards=4, decision_points=("home",))
+    yield Backend(log, request.param)
     await client.aclose()
 
 

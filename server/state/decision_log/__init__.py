@@ -9,9 +9,10 @@ Imports: `server.core` and `server.state._redis`; nothing above state.
 
 from ._base import Aggregation, Arm, Decision, DecisionLog, DecisionRecord, JoinStatus, LearnSink, Source
 from ._memory import InMemoryDecisionLog
-from ._redis import LearnEntry, RedisDecisionLog, ShardBacklog
+from ._redis import LAYOUT, LearnEntry, RedisDecisionLog, ShardBacklog
 
 __all__ = [
+    "LAYOUT",
     "Aggregation",
     "Arm",
     "Decision",

@@ -1,16 +1,19 @@
 """Published models in Redis: the learner's snapshots, versioned, read by every serving replica.
 
-All model keys share one hash tag (`{m}`), so a snapshot of every decision point, together with the
-learn-stream offsets it covers, is published in one MULTI, and only by the current leader (the script
-checks the leadership token). A new learner leader loads the published models and replays the streams
-from the published offsets, so each decision's effect is in the model exactly once.
+All model keys share one hash tag (`{m}`), so snapshots, together with the learn-stream offsets they
+cover, are published in one script, and only by the learner that holds the lease of every decision point it
+publishes for (`<prefix>:{m}:lease:<decision point>`, checked by the script; see
+`server.learning._lease`). A learner that takes a decision point loads its published model and replays its
+streams from the published offsets, so each decision's effect is in the model exactly once.
 
 `<prefix>:{m}:kept` keeps the newest published model of every set of flags a decision point was learned
 with (its blob is never trimmed), so a catalog rolled back across a learning-flags change resumes that
-model. `<prefix>:{m}:commands` is the stream of model commands (import, reset) that replicas queue for the
-leading learner; the learner applies each once, publishes the result with the model (the command's offset
-is among the published offsets, so a new leader neither skips nor repeats one), and writes the command's
-result (`<prefix>:{m}:result:<token>`, kept an hour) and audit event in the same script.
+model. `<prefix>:{m}:commands:<decision point>` is the stream of model commands (import, reset) that replicas
+queue for the learner of that decision point; the learner applies each once, publishes the result with the
+model (the command's offset is among the published offsets, so its successor neither skips nor repeats one),
+and writes the command's result (`<prefix>:{m}:result:<token>`, kept an hour) and audit event in the same
+script. (Layout 1 had one `<prefix>:{m}:commands` for every decision point; a command queued there by a
+replica of that release during an upgrade is not applied, and its caller is told so after its timeout.)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +35,11 @@ from policies import BuiltWith, LearningSpec, VWPolicy
 from .._redis import control_tag
 
 _PUBLISH = """
-local leader_key, models, offsets, kept_models, audit, decisions = unpack(KEYS)
+local models, offsets, kept_models, audit, decisions = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, keep, audit_kept = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('GET', leader_key) ~= token then return 0 end
+for k = 6, #KEYS do  -- the lease of every decision point published for
+  if redis.call('GET', KEYS[k]) ~= token then return 0 end
+end
 local snapshots, results, events, lines = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local minid, maxlen = ARGV[8], ARGV[9]
 local i = 10
@@ -78,7 +84,7 @@ class DecisionLines:
     max_entries: int
 
 
-#: Version of the entries of the model-command stream (`<prefix>:{m}:commands`).
+#: Version of the entries of the model-command streams (`<prefix>:{m}:commands:<decision point>`).
 COMMAND_FORMAT = 1
 #: A caller waits this much past a command's deadline for the learner's publish.
 COMMAND_GRACE_SECONDS = 2.0
@@ -86,8 +92,10 @@ COMMAND_GRACE_SECONDS = 2.0
 
 @dataclass(frozen=True, slots=True)
 class ModelCommand:
-    """A model change for the leading learner to apply: `import_model` (with the model file) or `reset_model`."""
+    """A model change for the decision point's learner to apply: `import_model` (with the model file) or
+    `reset_model`."""
 
+    stream: str  # the decision point's command stream
     entry_id: str
     token: str  # names the result
     decision_point: str
@@ -156,12 +164,21 @@ class RedisModelStore:
         tag = control_tag(prefix)
         self.models_key = tag + ":models"
         self.offsets_key = tag + ":offsets"
-        self.leader_key = tag + ":leader"
+        self.leader_key = tag + ":leader"  # layout 1's one lease
+        self.learners_key = tag + ":learners"  # heartbeats: token -> expiry (ms)
+        self.layout_key = tag + ":layout"  # the key layout of the decision log (`decision_log.LAYOUT`)
         self.kept_key = tag + ":kept"  # "<decision point>|<fingerprint>" -> meta: the newest model of each flags
-        self.commands_key = tag + ":commands"
+        self._commands_prefix = tag + ":commands:"
+        self._lease_prefix = tag + ":lease:"
         self._result_prefix = tag + ":result:"
         self._blob_prefix = tag + ":blob:"
         self._publish = client.register_script(_PUBLISH)
+
+    def lease_key(self, decision_point: str) -> str:
+        return self._lease_prefix + decision_point
+
+    def commands_key(self, decision_point: str) -> str:
+        return self._commands_prefix + decision_point
 
     def blob_key(self, decision_point: str, fingerprint: str, seq: int) -> str:
         return f"{self._blob_prefix}{decision_point}:{fingerprint}:{seq}"
@@ -193,15 +210,17 @@ class RedisModelStore:
     async def publish(
         self,
         token: str,
+        leases: list[str],
         snapshots: list[Snapshot],
         offsets: dict[str, str],
         results: dict[str, dict[str, Any]] | None = None,
         audit: tuple[str, int, list[dict[str, Any]]] | None = None,
         decisions: DecisionLines | None = None,
     ) -> bool:
-        """Publish snapshots and the stream offsets they cover, atomically, if `token` still leads; with them
-        the results of model commands (by token), audit events (the catalog store's list, its bound) and the
-        decision log's lines of the decisions those offsets cover."""
+        """Publish snapshots and the stream offsets they cover, atomically, if `token` still holds every one of
+        `leases` (the lease keys of the decision points they are of); with them the results of model commands
+        (by token), audit events (the catalog store's list, its bound) and the decision log's lines of the
+        decisions those offsets cover."""
         results = results or {}
         audit_key, audit_kept, events = audit if audit is not None else (self.models_key + ":no-audit", 1, [])
         lines = decisions if decisions is not None else DecisionLines(self.models_key + ":no-decisions", [], 0.0, 1)
@@ -228,7 +247,7 @@ class RedisModelStore:
         args += lines.lines
         for stream, entry_id in offsets.items():
             args += [stream, entry_id]
-        keys = [self.leader_key, self.models_key, self.offsets_key, self.kept_key, audit_key, lines.key]
+        keys = [self.models_key, self.offsets_key, self.kept_key, audit_key, lines.key, *leases]
         return bool(await self._publish(keys=keys, args=args))
 
     # --- model commands (AdminService in Redis mode) -------------------------------------------------
@@ -249,7 +268,7 @@ class RedisModelStore:
             "deadline": repr(deadline),
             "data": data,
         }
-        await self.client.xadd(self.commands_key, fields)  # type: ignore[arg-type]
+        await self.client.xadd(self.commands_key(decision_point), fields)  # type: ignore[arg-type]
         while True:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.get(self._result_prefix + token)
@@ -262,31 +281,37 @@ class RedisModelStore:
                 return None
             await asyncio.sleep(0.05)
 
-    async def commands(self, after: str) -> tuple[list[ModelCommand], float]:
-        """Commands queued after stream id `after` ("0": all kept), and Redis's time now."""
+    async def commands(self, after: dict[str, str], decision_points: Sequence[str]) -> tuple[list[ModelCommand], float]:
+        """Commands for the decision points queued after the stream ids in `after` (by stream; none: all kept),
+        and Redis's time now."""
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xrange(self.commands_key, min=f"({after}" if after != "0" else "-", count=100)
+            for point in decision_points:
+                start = after.get(self.commands_key(point), "0")
+                pipe.xrange(self.commands_key(point), min=f"({start}" if start != "0" else "-", count=100)
             pipe.execute_command("TIME")  # `pipe.time()` is blocked on a cluster pipeline
-            entries, (seconds, micros) = await pipe.execute()
+            *streams, (seconds, micros) = await pipe.execute()
         out = []
-        for entry_id, raw in entries:
-            f = {_text(k): v for k, v in raw.items()}
-            out.append(
-                ModelCommand(
-                    _text(entry_id),
-                    _text(f["token"]),
-                    _text(f["decision_point"]),
-                    _text(f["action"]),
-                    _text(f["actor"]),
-                    float(_text(f["deadline"])),
-                    bytes(f.get("data", b"")),
-                )
-            )
+        for point, entries in zip(decision_points, streams, strict=True):
+            out += [_command(self.commands_key(point), entry_id, raw) for entry_id, raw in entries]
         return out, seconds + micros / 1e6
 
     async def _server_time(self) -> float:
         seconds, micros = await self.client.time()
         return float(seconds) + micros / 1e6
+
+
+def _command(stream: str, entry_id: Any, raw: dict[Any, Any]) -> ModelCommand:
+    f = {_text(k): v for k, v in raw.items()}
+    return ModelCommand(
+        stream,
+        _text(entry_id),
+        _text(f["token"]),
+        _text(f["decision_point"]),
+        _text(f["action"]),
+        _text(f["actor"]),
+        float(_text(f["deadline"])),
+        bytes(f.get("data", b"")),
+    )
 
 
 def _published(point: str, value: Any) -> PublishedModel:
