@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from server.state import redis_pipeline
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
@@ -118,15 +119,15 @@ class EchoWithRedis(Echo):
         session = f"{self.prefix}:s:{request.session_id}"
         self.decided += 1
         decision = f"{self.prefix}:{{d{self.decided % 16}}}:e:{self.decided}"
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with redis_pipeline(self.client) as pipe:  # the client path a replica's Decide uses
             pipe.hgetall(session)
-            pipe.exists(decision)
+            pipe.execute_command("EXISTS", decision)
             await pipe.execute()
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(decision, mapping={"doc": self.document, "learned": "0", "window": "30"})
-            pipe.pexpire(decision, 630_000)
-            pipe.hset(session, "last", decision)
-            pipe.pexpire(session, 1_800_000)
+        async with redis_pipeline(self.client) as pipe:
+            pipe.execute_command("HSET", decision, "doc", self.document, "learned", "0", "window", "30")
+            pipe.execute_command("PEXPIRE", decision, 630_000)
+            pipe.execute_command("HSET", session, "last", decision)
+            pipe.execute_command("PEXPIRE", session, 1_800_000)
             await pipe.execute()
         return self.response
 

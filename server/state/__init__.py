@@ -8,8 +8,8 @@
 - `_files.py`: atomic, durable JSON files, for every embedded store.
 - `_decide.py`: what one Decide reads and writes, in one round trip each on Redis (`DecideState`).
 - `_redis.py`: Redis plumbing every Redis backend shares: hash-tagged keys, errors as UNAVAILABLE,
-  Lua scripts on pipelines; `redis_connect` (one server or a Redis Cluster) and `redis_settings_problems`,
-  the start-up check of the server's settings.
+  Lua scripts on lean pipelines (`redis_pipeline`); `redis_connect` (one server or a Redis Cluster) and
+  `redis_settings_problems`, the start-up check of the server's settings.
 
 Each backend is chosen by the app wiring (`server._app`); the contract suites in `tests/state/` run every
 interface against both. Imports: `server.core`, `server.catalogs`, `policies`; never the request path above.
@@ -18,6 +18,7 @@ interface against both. Imports: `server.core`, `server.catalogs`, `policies`; n
 from ._decide import DecideState, EmbeddedDecideState, RedisDecideState
 from ._files import read_json, write_json_atomic
 from ._redis import connect as redis_connect
+from ._redis import pipeline as redis_pipeline
 from ._redis import settings_problems as redis_settings_problems
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "RedisDecideState",
     "read_json",
     "redis_connect",
+    "redis_pipeline",
     "redis_settings_problems",
     "write_json_atomic",
 ]

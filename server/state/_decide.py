@@ -16,7 +16,7 @@ from server.core import Metrics
 from server.state.decision_log import DecisionLog, DecisionRecord, RedisDecisionLog
 from server.state.sessions import OpenDecision, RedisSessionStore, SessionState, SessionStore
 
-from ._redis import run_scripts, unavailable_on_error
+from ._redis import pipeline, run_scripts, unavailable_on_error
 
 
 class DecideState(Protocol):
@@ -64,7 +64,7 @@ class RedisDecideState:
     async def read(
         self, session_id: str, event_id: str, now: float
     ) -> tuple[DecisionRecord | None, SessionState | None]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        async with pipeline(self.client) as pipe:
             self.sessions.queue_load(pipe, session_id)
             if event_id:
                 self.decisions.queue_get(pipe, event_id)
