@@ -36,6 +36,7 @@ from server.state import (
     EmbeddedDecideState,
     RedisDecideState,
     read_json,
+    redis_close_pipelines,
     redis_connect,
     redis_settings_problems,
     write_json_atomic,
@@ -678,6 +679,7 @@ class TailorServer:
             self.save_series()
             saved = self.decisions.save(self.pending_file)
         if self.redis is not None:
+            await redis_close_pipelines(self.redis)
             await self.redis.aclose()  # Redis mode: everything acknowledged is already in Redis
         if self._http is not None:
             self._http.shutdown()

@@ -31,7 +31,7 @@ def async_client(kind: str, request: object) -> aioredis.Redis:
         cluster: RedisClusterServer = request.getfixturevalue("redis_cluster")  # type: ignore[attr-defined]
         return cluster.client()
     server: RedisServer = request.getfixturevalue("module_redis")  # type: ignore[attr-defined]
-    return aioredis.Redis(port=server.port)
+    return redis_connect(server.url)  # as the service makes it: the request path's lean pipelines included
 
 
 def sync_client(url: str, cluster: bool) -> redis.Redis:

@@ -133,7 +133,8 @@ def main() -> int:
             f"Measured {result['when']} at {now}: `{result['command']}`; closed loop, 32 shoppers in flight, "
             f"{args.repeats} interleaved repeats of {args.seconds:g} s, medians.",
             "",
-            "| deployment | decisions/s | p99 ms | serving CPU µs/decision | x embedded | all its processes µs/decision |",
+            "| deployment | decisions/s | p99 ms | serving CPU µs/decision | x embedded "
+            "| all its processes µs/decision |",
             "|---|---|---|---|---|---|",
             *rows,
             "",

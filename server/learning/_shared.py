@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from policies import VWPolicy
 from server.catalogs import Catalog, CatalogError, catalog_dir_fingerprint, load_catalog_dir
 from server.core import LearnConfig, Metrics, RateLimitedLog, Unavailable
-from server.state import redis_connect, redis_settings_problems
+from server.state import redis_close_pipelines, redis_connect, redis_settings_problems
 from server.state.catalogs import AuditEvent, CatalogDirectory, RedisCatalogStore, served_catalogs
 from server.state.decision_log import LAYOUT, LearnEntry, RedisDecisionLog
 from server.state.evidence import Pseudonymizer, pack, redis_installation_key, stream_key
@@ -512,6 +512,7 @@ class SharedLearner:
         return True
 
     async def close(self) -> None:
+        await redis_close_pipelines(self.client)
         await self.client.aclose()
         if self._http is not None:
             self._http.shutdown()  # type: ignore[attr-defined]

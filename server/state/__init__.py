@@ -17,6 +17,7 @@ interface against both. Imports: `server.core`, `server.catalogs`, `policies`; n
 
 from ._decide import DecideState, EmbeddedDecideState, RedisDecideState
 from ._files import read_json, write_json_atomic
+from ._redis import close_pipelines as redis_close_pipelines
 from ._redis import connect as redis_connect
 from ._redis import pipeline as redis_pipeline
 from ._redis import settings_problems as redis_settings_problems
@@ -26,6 +27,7 @@ __all__ = [
     "EmbeddedDecideState",
     "RedisDecideState",
     "read_json",
+    "redis_close_pipelines",
     "redis_connect",
     "redis_pipeline",
     "redis_settings_problems",

@@ -16,12 +16,19 @@ script's text crosses the wire.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import socket
+import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
+import hiredis
 import redis
+import redis._parsers.base
 import redis.asyncio as aioredis
+import redis.connection
 from redis.exceptions import NoScriptError
 
 from server.core import ResourceExhausted, Unavailable
@@ -40,7 +47,9 @@ def connect(url: str, cluster: bool = False, timeout: float | None = None) -> ai
         options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
     if cluster:
         return cast(aioredis.Redis, aioredis.RedisCluster.from_url(url, **options))
-    return aioredis.Redis.from_url(url, **options)
+    client = aioredis.Redis.from_url(url, **options)
+    client.tailor_url = url  # type: ignore[attr-defined]  # for `pipeline`'s lean connections
+    return client
 
 
 _TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
@@ -119,20 +128,20 @@ class LuaScript:
 
 
 class LeanPipeline:
-    """A non-transactional pipeline of the few commands the request path queues, written to one pooled connection
-    and read back without redis-py's `Pipeline` machinery (a command object per command, response callbacks
-    looked up by name, the retry and error-wrapping layers): about a third less client CPU per round trip
-    (`benchmarks/load/redis-floor`). Replies are converted as redis-py's callbacks would (HGETALL: a dict,
-    SMEMBERS: a set). Connection set-up (TLS, AUTH, SELECT), timeouts and the parser are redis-py's own.
+    """A non-transactional pipeline of the few commands the request path queues, packed by hand, written to one
+    connection of a `LeanPool` and read back with hiredis in one go: none of redis-py's per-command objects,
+    response callbacks, retry layers or per-reply timers (one deadline for the whole round trip). Replies are
+    converted as redis-py's callbacks would (HGETALL: a dict, SMEMBERS: a set) and error replies raised as
+    redis-py's exceptions (NOSCRIPT as `NoScriptError`, a full Redis as `OutOfMemoryError`), once every reply
+    was read, so a connection stays in step; anything that breaks off a round trip closes its connection.
 
-    For one Redis server only (`pipeline` picks it): a Redis Cluster client routes by slot with its own
-    pipeline. A reply that is an error is raised once every reply was read, so the connection stays in step;
-    anything else that breaks off (a timeout, a cancelled call) drops the connection."""
+    For one Redis server over TCP or a Unix socket (`pipeline` picks it); `rediss://` and a Redis Cluster keep
+    redis-py's pipelines, which bring TLS and slot routing."""
 
     __slots__ = ("_commands", "_converters", "_pool")
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._pool = client.connection_pool
+    def __init__(self, pool: LeanPool) -> None:
+        self._pool = pool
         self._commands: list[tuple[Any, ...]] = []
         self._converters: list[Callable[[Any], Any] | None] = []
 
@@ -153,29 +162,19 @@ class LeanPipeline:
         self._converters.append(None)
 
     async def execute(self) -> list[Any]:
-        connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-        in_step = False
-        try:
-            await connection.send_packed_command(connection.pack_commands(self._commands), check_health=False)
-            replies: list[Any] = []
-            error: redis.ResponseError | None = None
-            for convert in self._converters:
-                try:
-                    reply = await connection.read_response()
-                except redis.ResponseError as err:  # an error reply: the next reply follows on the wire
-                    error = error or err
-                    replies.append(err)
-                    continue
-                replies.append(convert(reply) if convert is not None and reply is not None else reply)
-            in_step = True
-            if error is not None:
-                raise error
-            return replies
-        finally:
-            if not in_step:
-                await connection.disconnect()
-            await self._pool.release(connection)
-            self._commands, self._converters = [], []
+        commands, converters = self._commands, self._converters
+        self._commands, self._converters = [], []
+        replies = await self._pool.round_trip(_pack(commands), len(commands))
+        error: redis.ResponseError | None = None
+        for i, (reply, convert) in enumerate(zip(replies, converters, strict=True)):
+            if isinstance(reply, hiredis.ReplyError):
+                replies[i] = _error(reply)
+                error = error or replies[i]
+            elif convert is not None and reply is not None:
+                replies[i] = convert(reply)
+        if error is not None:
+            raise error
+        return replies
 
     async def __aenter__(self) -> LeanPipeline:
         return self
@@ -184,18 +183,143 @@ class LeanPipeline:
         return None
 
 
+class LeanPool:
+    """Connections for `LeanPipeline`s: opened on demand (AUTH and SELECT as the URL says), reused last in first
+    out, closed when a round trip breaks off (a timeout, a cancelled call, a dropped connection)."""
+
+    def __init__(self, url: str, timeout: float | None) -> None:
+        options: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        self._path: str | None = options.get("path")
+        self._host: str = options.get("host", "localhost")
+        self._port: int = int(options.get("port", 6379))
+        self._auth = [a for a in (options.get("username"), options.get("password")) if a]
+        self._db = int(options.get("db", 0) or 0)
+        self.timeout = timeout
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, hiredis.Reader]] = []
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, hiredis.Reader]:
+        if self._path is not None:
+            stream = await asyncio.open_unix_connection(self._path)
+        else:
+            stream = await asyncio.open_connection(self._host, self._port)
+            sock = stream[1].get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = (*stream, hiredis.Reader())
+        hello = ([("AUTH", *self._auth)] if self._auth else []) + ([("SELECT", self._db)] if self._db else [])
+        if hello:
+            for reply in await self._exchange(connection, _pack(hello), len(hello)):
+                if isinstance(reply, hiredis.ReplyError):
+                    connection[1].close()
+                    raise _error(reply)
+        return connection
+
+    @staticmethod
+    async def _exchange(
+        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter, hiredis.Reader], data: bytes, count: int
+    ) -> list[Any]:
+        reader, writer, parser = connection
+        writer.write(data)
+        await writer.drain()
+        replies: list[Any] = []
+        while len(replies) < count:
+            reply = parser.gets()
+            if reply is False:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise redis.ConnectionError("Redis closed the connection")
+                parser.feed(chunk)
+                continue
+            replies.append(reply)
+        return replies
+
+    async def round_trip(self, data: bytes, count: int) -> list[Any]:
+        """Send packed commands and read their `count` replies (error replies as `hiredis.ReplyError`)."""
+        connection = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                connection = self._idle.pop() if self._idle else await self._open()
+                replies = await self._exchange(connection, data, count)
+        except TimeoutError as err:
+            if connection is not None:
+                connection[1].close()
+            raise redis.TimeoutError("Redis did not answer in time") from err
+        except OSError as err:
+            if connection is not None:
+                connection[1].close()
+            raise redis.ConnectionError(f"Redis connection failed: {err}") from err
+        except BaseException:
+            if connection is not None:
+                connection[1].close()
+            raise
+        self._idle.append(connection)
+        return replies
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, writer, _ in idle:
+            writer.close()
+        for _, writer, _ in idle:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def _error(reply: hiredis.ReplyError) -> redis.ResponseError:
+    """redis-py's exception for an error reply (NOSCRIPT: `NoScriptError`, OOM: `OutOfMemoryError`, ...)."""
+    error: redis.ResponseError = redis._parsers.base.BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
+
+
+def _pack(commands: Sequence[tuple[Any, ...]]) -> bytes:
+    """RESP arrays of bulk strings (what redis-py's `pack_command` makes, without its per-argument machinery)."""
+    out: list[bytes] = []
+    for args in commands:
+        out.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, int):
+                data = b"%d" % arg
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                data = bytes(arg)
+            out.append(b"$%d\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+    return b"".join(out)
+
+
 def _pairs(flat: list[Any] | dict[Any, Any]) -> dict[Any, Any]:
     if isinstance(flat, dict):  # RESP3 already pairs them
         return flat
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+_POOLS: weakref.WeakKeyDictionary[Any, LeanPool] = weakref.WeakKeyDictionary()
+
+
 def pipeline(client: aioredis.Redis) -> Any:
-    """A non-transactional pipeline for the request path: `LeanPipeline` on one Redis server, redis-py's cluster
-    pipeline on a Redis Cluster (which splits it by node and sends the parts at once)."""
-    if isinstance(client, aioredis.RedisCluster):
+    """A non-transactional pipeline for the request path: a `LeanPipeline` on one Redis server over TCP or a
+    Unix socket (its `LeanPool` made once per client, with the client's URL and timeout), redis-py's pipeline
+    for TLS and on a Redis Cluster (which splits it by node and sends the parts at once)."""
+    pool = _POOLS.get(client)
+    if pool is not None:
+        return LeanPipeline(pool)
+    url = getattr(client, "tailor_url", None)
+    if isinstance(client, aioredis.RedisCluster) or url is None or url.startswith("rediss://"):
         return client.pipeline(transaction=False)
-    return LeanPipeline(client)
+    pool = _POOLS[client] = LeanPool(url, client.connection_pool.connection_kwargs.get("socket_timeout"))
+    return LeanPipeline(pool)
+
+
+async def close_pipelines(client: aioredis.Redis) -> None:
+    """Close the lean pipelines' connections of a client (with the client, at shutdown)."""
+    pool = _POOLS.pop(client, None)
+    if pool is not None:
+        await pool.close()
 
 
 async def run_scripts(client: aioredis.Redis, build: Callable[[Any], None], scripts: Sequence[LuaScript]) -> list[Any]:

@@ -8,16 +8,15 @@ import uuid
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
-from server.state import redis_pipeline
-from server.state._redis import LeanPipeline
+from server.state import redis_connect, redis_pipeline
+from server.state._redis import LeanPipeline, close_pipelines
 
 from ..redis_server import RedisServer
 
 
 async def test_replies_match_redis_pys_pipeline(module_redis: RedisServer) -> None:
-    client = aioredis.Redis(port=module_redis.port)
+    client = redis_connect(module_redis.url)
     k = f"lean:{uuid.uuid4().hex}"
     await client.hset(k + ":h", mapping={"a": "1", "b": "2"})
     await client.sadd(k + ":s", "x", "y")
@@ -37,13 +36,14 @@ async def test_replies_match_redis_pys_pipeline(module_redis: RedisServer) -> No
         queue(reference)
         expected = await reference.execute()
     assert await lean.execute() == expected
+    await close_pipelines(client)
     await client.aclose()
 
 
 async def test_an_error_reply_is_raised_after_every_reply_and_the_connection_stays_in_step(
     module_redis: RedisServer,
 ) -> None:
-    client = aioredis.Redis(port=module_redis.port, max_connections=1)  # every pipeline on the same connection
+    client = redis_connect(module_redis.url)  # idle connections are reused: the next pipeline gets the same one
     k = f"lean:{uuid.uuid4().hex}"
     await client.set(k, "text")
     pipe = redis_pipeline(client)
@@ -55,11 +55,12 @@ async def test_an_error_reply_is_raised_after_every_reply_and_the_connection_sta
     again = redis_pipeline(client)
     again.execute_command("GET", k)
     assert await again.execute() == [b"text"]  # and the connection reads its own replies, not stale ones
+    await close_pipelines(client)
     await client.aclose()
 
 
 async def test_a_timed_out_call_drops_its_connection(module_redis: RedisServer) -> None:
-    client = aioredis.Redis(port=module_redis.port, socket_timeout=0.2, max_connections=1)
+    client = redis_connect(module_redis.url, timeout=0.2)
     slow = redis_pipeline(client)
     slow.execute_command("BLPOP", f"lean:{uuid.uuid4().hex}", "0.5")  # answers after 0.5 s
     slow.execute_command("PING")
@@ -68,4 +69,5 @@ async def test_a_timed_out_call_drops_its_connection(module_redis: RedisServer) 
     fine = redis_pipeline(client)
     fine.execute_command("ECHO", "mine")
     assert await fine.execute() == [b"mine"]  # not the BLPOP or PING replies left over from the slow call
+    await close_pipelines(client)
     await client.aclose()
