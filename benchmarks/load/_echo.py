@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from server.state import redis_pipeline
+from server.state import redis_connect, redis_pipeline
 from tailor.v1 import decision_service_pb2 as pb
 from tailor.v1 import decision_service_pb2_grpc as pb_grpc
 
@@ -109,7 +109,7 @@ class EchoWithRedis(Echo):
         super().__init__()
         import redis.asyncio as aioredis
 
-        self.client = aioredis.Redis.from_url(url)
+        self.client = redis_connect(url)  # as a replica makes it: the same lean pipelines
         self.prefix = prefix
         shared, actions = vw_example(0)
         self.document = (shared + "\n" + "\n".join(actions)).encode()  # a logged decision's size

@@ -120,8 +120,9 @@ class LuaScript:
         pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run it on its own: one round trip (redis-py loads it first if Redis does not have it)."""
-        return await self._script(keys=list(keys), args=list(args))
+        """Run it on its own: one round trip on the request path's pipeline (loaded first if Redis lost it)."""
+        [reply] = await run_scripts(self.client, lambda pipe: self.queue(pipe, keys, args), (self,))
+        return reply
 
     async def load(self) -> None:
         await self.client.script_load(self._script.script)
