@@ -107,7 +107,6 @@ class EchoWithRedis(Echo):
 
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__()
-        import redis.asyncio as aioredis
 
         self.client = redis_connect(url)  # as a replica makes it: the same lean pipelines
         self.prefix = prefix
