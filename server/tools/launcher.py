@@ -288,7 +288,8 @@ class RedisClusterProcess:
 
     @property
     def url(self) -> str:
-        return self.nodes[0].url
+        """A live node's URL (a cluster client finds the others from it)."""
+        return next((node for node in self.nodes if node.proc is not None), self.nodes[0]).url
 
     def start(self, timeout: float = 60.0) -> Self:
         try:
