@@ -28,6 +28,7 @@ from server.tools.launcher import LearnProcess
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import ServeProcess
+from ..deployments import eventually
 from ..redis_server import RedisServer
 
 LAYOUT_1 = Path(__file__).resolve().parents[1] / "fixtures" / "redis-layout-1"
@@ -81,15 +82,6 @@ def legacy_hand_off(client: redis.Redis, prefix: str, event_id: str) -> str:
 def logged(client: redis.Redis, prefix: str) -> list[dict[str, Any]]:
     entries: Any = client.xrange(f"{prefix}:{{m}}:decisions")
     return [json.loads(unpack(fields[b"z"])) for _, fields in entries]
-
-
-def eventually(predicate: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 async def join_now(port: int, prefix: str, event_ids: list[str]) -> list[JoinStatus]:

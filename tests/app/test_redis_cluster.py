@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,35 +20,18 @@ import pytest
 import redis
 
 from server.state.evidence import unpack
-from server.tools.launcher import LearnProcess, RedisProcess, metric_sum
+from server.tools.launcher import RedisProcess, metric_sum
 from tailor.v1 import decision_service_pb2 as pb
 
-from ..conftest import LAYOUTS, ServeProcess, write_catalog
+from ..conftest import ServeProcess
+from ..deployments import RedisDeployment, eventually
 from ..redis_server import RedisClusterServer, sync_client
 
 
-class Deployment:
+class Deployment(RedisDeployment):
     def __init__(self, tmp: Path, cluster: RedisClusterServer) -> None:
-        self.tmp = tmp
+        super().__init__(tmp, cluster.url, cluster=True, window=1)
         self.cluster = cluster
-        self.prefix = f"t{uuid.uuid4().hex[:6]}"
-        self.catalogs = tmp / "catalogs"
-        self.catalogs.mkdir()
-        write_catalog(self.catalogs, "home_layout", {a: {"style": a} for a in LAYOUTS}, reward_window_seconds=1)
-        self.replicas: list[ServeProcess] = []
-        self.learners: list[LearnProcess] = []
-
-    def replica(self) -> ServeProcess:
-        extra = ("--redis-url", self.cluster.url, "--redis-prefix", self.prefix, "--redis-cluster")
-        proc = ServeProcess(self.catalogs, self.tmp / f"data-{len(self.replicas)}", *extra).wait_serving()
-        self.replicas.append(proc)
-        return proc
-
-    def learner(self) -> LearnProcess:
-        log = self.tmp / f"learn-{len(self.learners)}.log"
-        proc = LearnProcess(self.catalogs, self.cluster.url, self.prefix, log, ["--redis-cluster"]).start()
-        self.learners.append(proc)
-        return proc
 
     def client(self) -> redis.Redis:
         return sync_client(self.cluster.url, cluster=True)
@@ -68,12 +50,6 @@ class Deployment:
         raw.close()
         return [json.loads(unpack(fields[b"z"])) for _, fields in entries]
 
-    def stop(self) -> None:
-        for learner in self.learners:
-            learner.kill()
-        for replica in self.replicas:
-            replica.kill()
-
 
 @pytest.fixture
 def deployment(
@@ -84,15 +60,6 @@ def deployment(
     yield d
     d.stop()
     redis_cluster.wait_healthy()  # the next test starts from a healthy cluster
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @dataclass

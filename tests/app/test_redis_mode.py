@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,10 +28,11 @@ from google.protobuf import json_format
 from server.core import LearnConfig
 from server.learning import SharedLearner
 from server.state.evidence import unpack
-from server.tools.launcher import LearnProcess, metric_sum
+from server.tools.launcher import metric_sum
 from tailor.v1 import decision_service_pb2 as pb
 
 from ..conftest import LAYOUTS, ServeProcess, write_catalog
+from ..deployments import RedisDeployment, eventually
 from ..redis_server import RedisServer
 
 E = pb.EventType
@@ -44,28 +45,10 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-class Cluster:
+class Cluster(RedisDeployment):
     def __init__(self, tmp: Path, redis_server: RedisServer) -> None:
-        self.tmp = tmp
+        super().__init__(tmp, redis_server.url)
         self.redis = redis_server
-        self.prefix = f"t{uuid.uuid4().hex[:6]}"
-        self.catalogs = tmp / "catalogs"
-        self.catalogs.mkdir()
-        write_catalog(self.catalogs, "home_layout", {a: {"style": a} for a in LAYOUTS}, reward_window_seconds=2)
-        self.replicas: list[ServeProcess] = []
-        self.learners: list[LearnProcess] = []
-
-    def replica(self) -> ServeProcess:
-        extra = ("--redis-url", self.redis.url, "--redis-prefix", self.prefix)
-        proc = ServeProcess(self.catalogs, self.tmp / f"data-{len(self.replicas)}", *extra).wait_serving()
-        self.replicas.append(proc)
-        return proc
-
-    def learner(self) -> LearnProcess:
-        log = self.tmp / f"learn-{len(self.learners)}.log"
-        proc = LearnProcess(self.catalogs, self.redis.url, self.prefix, log).start()
-        self.learners.append(proc)
-        return proc
 
     def stream_counts(self) -> tuple[int, dict[str, str], dict[str, str]]:
         """(entries ever added to the learn streams, their last ids, the offsets the published models cover)."""
@@ -79,27 +62,12 @@ class Cluster:
         client.close()
         return added, last, offsets
 
-    def stop(self) -> None:
-        for learner in self.learners:
-            learner.kill()
-        for replica in self.replicas:
-            replica.kill()
-
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
     c = Cluster(tmp_path, redis_server)
     yield c
     c.stop()
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_decided_on_one_replica_rewarded_through_the_other_learned_once(cluster: Cluster) -> None:
