@@ -15,6 +15,7 @@ Writes results.json and results.md beside this file (or --out).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -92,43 +93,47 @@ def main() -> int:
         for trial in range(args.trials):
             prefix = f"fo{uuid.uuid4().hex[:6]}"
             shared = ["--redis-url", cluster.url, "--redis-prefix", prefix, "--redis-cluster"]
-            replicas = [ServeProcess(catalogs, tmp / f"data-{trial}-{i}", shared).start() for i in range(2)]
-            learner = LearnProcess(catalogs, cluster.url, prefix, tmp / f"learn-{trial}.log", ["--redis-cluster"])
-            learner.start()
-            control = redis.RedisCluster.from_url(cluster.url).get_node_from_key(f"{prefix}:{{m}}:models")  # type: ignore[no-untyped-call]
-            victim = next(n for n in cluster.primaries() if n.port != control.port)
-            traffic = Traffic(replicas[0].target, replicas[1].target)
-            traffic.start()
-            time.sleep(args.seconds)
-            killed = time.monotonic()
-            victim.kill()
-            while victim.port in {n.port for n in cluster.primaries()}:
-                time.sleep(0.05)
-            cluster.wait_healthy(60)
-            promoted = time.monotonic() - killed
-            time.sleep(args.seconds)
-            traffic.stop.set()
-            traffic.join(30)
-            fail_open = metric_sum(replicas[0].metrics(), "tailor_decide_fail_open_total")
-            deadline = time.monotonic() + 30
-            while not traffic.accepted <= logged(cluster.url, prefix) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            lost = len(traffic.accepted - logged(cluster.url, prefix))
-            down = [t - killed for t in traffic.failures if t >= killed]
-            trials.append(
-                {
-                    "acknowledged": len(traffic.accepted),
-                    "lost": lost,
-                    "failed_calls": len(traffic.failures),
-                    "fail_open_decisions": fail_open,
-                    "takeover_seconds": promoted,
-                    "last_failure_after_kill_seconds": max(down) if down else 0.0,
-                }
-            )
-            print(f"trial {trial + 1}: {trials[-1]}", flush=True)
-            for replica in replicas:
-                replica.stop()
-            learner.stop()
+            with contextlib.ExitStack() as stack:  # whatever happens, the trial's processes stop with it
+                replicas = []
+                for i in range(2):
+                    replicas.append(ServeProcess(catalogs, tmp / f"data-{trial}-{i}", shared))
+                    stack.callback(replicas[-1].stop)
+                    replicas[-1].start()
+                learner = LearnProcess(catalogs, cluster.url, prefix, tmp / f"learn-{trial}.log", ["--redis-cluster"])
+                stack.callback(learner.stop)
+                learner.start()
+                control = redis.RedisCluster.from_url(cluster.url).get_node_from_key(f"{prefix}:{{m}}:models")  # type: ignore[no-untyped-call]
+                victim = next(n for n in cluster.primaries() if n.port != control.port)
+                traffic = Traffic(replicas[0].target, replicas[1].target)
+                stack.callback(traffic.stop.set)
+                traffic.start()
+                time.sleep(args.seconds)
+                killed = time.monotonic()
+                victim.kill()
+                while victim.port in {n.port for n in cluster.primaries()}:
+                    time.sleep(0.05)
+                cluster.wait_healthy(60)
+                promoted = time.monotonic() - killed
+                time.sleep(args.seconds)
+                traffic.stop.set()
+                traffic.join(30)
+                fail_open = metric_sum(replicas[0].metrics(), "tailor_decide_fail_open_total")
+                deadline = time.monotonic() + 30
+                while not traffic.accepted <= logged(cluster.url, prefix) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                lost = len(traffic.accepted - logged(cluster.url, prefix))
+                down = [t - killed for t in traffic.failures if t >= killed]
+                trials.append(
+                    {
+                        "acknowledged": len(traffic.accepted),
+                        "lost": lost,
+                        "failed_calls": len(traffic.failures),
+                        "fail_open_decisions": fail_open,
+                        "takeover_seconds": promoted,
+                        "last_failure_after_kill_seconds": max(down) if down else 0.0,
+                    }
+                )
+                print(f"trial {trial + 1}: {trials[-1]}", flush=True)
             victim.start()  # back as a replica of its successor
             cluster.wait_healthy(60)
     acknowledged = sum(t["acknowledged"] for t in trials)
