@@ -48,7 +48,8 @@ def connect(url: str, cluster: bool = False, timeout: float | None = None) -> ai
     if cluster:
         return cast(aioredis.Redis, aioredis.RedisCluster.from_url(url, **options))
     client = aioredis.Redis.from_url(url, **options)
-    client.tailor_url = url  # type: ignore[attr-defined]  # for `pipeline`'s lean connections
+    if not url.startswith("rediss://"):  # TLS stays with redis-py's connections
+        _POOLS[client] = LeanPool(url, timeout)
     return client
 
 
@@ -303,17 +304,11 @@ _POOLS: weakref.WeakKeyDictionary[Any, LeanPool] = weakref.WeakKeyDictionary()
 
 
 def pipeline(client: aioredis.Redis) -> Any:
-    """A non-transactional pipeline for the request path: a `LeanPipeline` on one Redis server over TCP or a
-    Unix socket (its `LeanPool` made once per client, with the client's URL and timeout), redis-py's pipeline
-    for TLS and on a Redis Cluster (which splits it by node and sends the parts at once)."""
+    """A non-transactional pipeline for the request path: a `LeanPipeline` on a client `connect` made for one
+    Redis server over TCP or a Unix socket, redis-py's pipeline otherwise (TLS; a Redis Cluster, whose pipeline
+    splits by node and sends the parts at once; a client made elsewhere)."""
     pool = _POOLS.get(client)
-    if pool is not None:
-        return LeanPipeline(pool)
-    url = getattr(client, "tailor_url", None)
-    if isinstance(client, aioredis.RedisCluster) or url is None or url.startswith("rediss://"):
-        return client.pipeline(transaction=False)
-    pool = _POOLS[client] = LeanPool(url, client.connection_pool.connection_kwargs.get("socket_timeout"))
-    return LeanPipeline(pool)
+    return LeanPipeline(pool) if pool is not None else client.pipeline(transaction=False)
 
 
 async def close_pipelines(client: aioredis.Redis) -> None:

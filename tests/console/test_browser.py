@@ -5,7 +5,6 @@ after each change, Decide is asked whether it now serves (or no longer serves) t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from tailor.v1 import decision_service_pb2 as pb
 from ..api import code_of
 from ..api.test_keys import write_keys
 from ..conftest import RunningServer, write_catalog
+from ..deployments import eventually
 from .conftest import screenshot
 
 POINT = "spring_promo"
@@ -209,7 +209,7 @@ def test_charts_fill_under_traffic(browser: Chrome, console: Console) -> None:
     assert not exists(browser, "svg.chart")
 
     chosen = console.traffic(80, "warmup")
-    assert _eventually(lambda: console.learned() >= 80), console.learned()  # each joined once its window closes
+    assert eventually(lambda: console.learned() >= 80), console.learned()  # each joined once its window closes
 
     browser.get(console.url + "/")
     row = browser.find_element(By.XPATH, f"//tbody/tr[th/a[text()='{POINT}']]")
@@ -373,12 +373,3 @@ def test_session_inspector_shows_intent_features(browser: Chrome, console: Conso
 
     browser.get(console.url + "/sessions?session_id=nobody")
     assert "No session nobody" in text(browser, "#no-session")
-
-
-def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
