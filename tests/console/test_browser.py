@@ -54,15 +54,14 @@ class Console:
         return self.shop.decide(session_id, POINT, candidate_action_ids=candidates)
 
     def traffic(self, decisions: int, tag: str) -> dict[str, int]:
-        """Decisions with a reward for each (free_shipping converts best); the actions chosen, counted."""
+        """Decisions, each rewarded at once, inside its short window however slow the machine (free_shipping
+        converts best); the actions chosen, counted."""
         chosen: dict[str, int] = {}
-        rewards = []
         for i in range(decisions):
             response = self.decide(f"{tag}-{i}")
             chosen[response.action_id] = chosen.get(response.action_id, 0) + 1
             value = 1.0 if response.action_id == "free_shipping" else 0.2
-            rewards.append((response.event_id, value, f"r-{tag}-{i}"))
-        self.shop.report_rewards(rewards)
+            self.shop.report_rewards([(response.event_id, value, f"r-{tag}-{i}")])
         return chosen
 
     def learned(self) -> int:
