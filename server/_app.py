@@ -20,7 +20,8 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from server.admin import CatalogAdmin, LocalModels, ModelAdmin, SharedModels
@@ -257,19 +258,21 @@ class TailorServer:
             ("grpc.max_send_message_length", limits.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(interceptors=[self.guard], options=options)
-        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.service, cfg, self.metrics), server)
+        server = grpc.aio.server(options=options)
+        guarded = self.guard.register(server)  # every handler registered through it gets the guard's checks
+        pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(self.service, cfg, self.metrics), guarded)
         model_admin: ModelAdmin
         if self.model_store is not None:
             model_admin = SharedModels(self.models, self.model_store, cfg.model_command_timeout_seconds)
         else:
             model_admin = LocalModels(self.models, self.catalog_store)
         admin = CatalogAdmin(self.catalog_store, self.service, self.models, model_admin, self.sync_catalogs)
-        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin, self.metrics), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin, self.metrics), guarded)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, guarded)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, ADMIN_SERVICE_NAME, health_name, reflection.SERVICE_NAME], server
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # what enable_server_reflection does for aio
+            ReflectionServicer([SERVICE_NAME, ADMIN_SERVICE_NAME, health_name, reflection.SERVICE_NAME]),
+            guarded,
         )
         credentials = self.certificates.credentials() if self.certificates is not None else None
         self.port = _bind(server, f"{cfg.host}:{cfg.port}", credentials, "gRPC")

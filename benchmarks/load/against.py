@@ -67,12 +67,10 @@ def main() -> int:
             echo = EchoProcess()
             console = ["--console-port", str(free_port())] if args.console else []
             current = ServeProcess(catalogs, Path(tmp) / "data-now", console).start()
-            old = ServeProcess(catalogs, Path(tmp) / "data-then")
+            old = ServeProcess(catalogs, Path(tmp) / "data-then", cwd=worktree)
             old.args = _without_console(old.args)  # a revision from before the console knows no --console-port
-            with old.log_path.open("wb") as log:  # `python -m server` from the worktree imports its code
-                old.proc = subprocess.Popen(old.args, cwd=worktree, stdout=log, stderr=subprocess.STDOUT)
             try:
-                old.wait_serving()
+                old.start()
                 assert echo.proc and current.proc and old.proc
                 deployments = {
                     "echo": Deployment([echo.target], {"serve": [echo.proc.pid]}),

@@ -1,4 +1,8 @@
-"""The one server interceptor: who may call (keys, roles, protected mode) and how many at once.
+"""The guard in front of every handler: who may call (keys, roles, protected mode) and how many at once.
+
+The checks are wrapped around each method handler once, when the servicers are registered (`CallGuard.register`),
+not run as a grpc.aio server interceptor: grpc.aio awaits an interceptor chain on every call, a cost every
+call would pay for a lookup that never changes.
 
 At the start of every call except health checks, in this order:
 
@@ -20,7 +24,7 @@ import functools
 import ipaddress
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
@@ -44,6 +48,7 @@ def caller() -> str:
 Ctx = grpc.aio.ServicerContext[Any, Any]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Generic: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
@@ -75,7 +80,7 @@ def _peer_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     raise ValueError(f"peer {peer!r} is not an IP address")
 
 
-class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class CallGuard:
     def __init__(
         self,
         metrics: Metrics,
@@ -94,19 +99,17 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._log = RateLimitedLog(log, seconds=10.0)
         metrics.rpcs_in_flight.set_function(lambda: self.in_flight)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        method: str = handler_call_details.method
+    def register(self, server: grpc.aio.Server) -> Any:
+        """`server` as the generated `add_*_to_server` functions (and reflection) should see it: every method handler
+        registered through it is wrapped with the checks, once; health checks pass unwrapped."""
+        return _Guarded(self, server)
+
+    def guarded(self, method: str, inner: Handler) -> Handler:
+        """`inner` with the checks in front (cached per method), or as it is for the open methods."""
         if method.startswith(OPEN_PREFIXES):
-            return await continuation(handler_call_details)
+            return inner
         handler = self._handlers.get(method)
         if handler is None:
-            inner = await continuation(handler_call_details)
-            if inner is None:  # unknown method: grpc answers UNIMPLEMENTED
-                return inner
             handler = self._handlers[method] = self._wrap(method, inner)
         return handler
 
@@ -246,6 +249,39 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         make = grpc.unary_stream_rpc_method_handler if inner.unary_stream else grpc.stream_stream_rpc_method_handler
         return make(stream_response, decode, inner.response_serializer)
+
+
+class _Guarded:
+    """A server whose registrations go through the guard (see `CallGuard.register`)."""
+
+    def __init__(self, guard: CallGuard, server: grpc.aio.Server) -> None:
+        self._guard = guard
+        self._server = server
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        guarded = {name: self._guard.guarded(f"/{service}/{name}", h) for name, h in handlers.items()}
+        self._server.add_registered_method_handlers(service, guarded)  # type: ignore[attr-defined]
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Generic]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_GuardedGeneric(self._guard, h) for h in handlers))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
+class _GuardedGeneric(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """A generic handler whose method handlers come with the checks (registered methods take precedence; this
+    answers the rest, e.g. reflection)."""
+
+    def __init__(self, guard: CallGuard, inner: Generic) -> None:
+        self._guard = guard
+        self._inner = inner
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        inner = self._inner.service(handler_call_details)
+        if inner is None:  # not one of its methods: grpc answers UNIMPLEMENTED if no other handler has it
+            return None
+        return self._guard.guarded(handler_call_details.method, inner)
 
 
 _UNDECODABLE = object()

@@ -26,9 +26,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time a live process (or one of its threads) has used so far (Linux /proc)."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -63,7 +64,15 @@ def free_port() -> int:
 class ServeProcess:
     """`python -m server serve` on free ports; SERVING once started, SIGTERM on stop (kill only if it hangs)."""
 
-    def __init__(self, catalogs: Path, data_dir: Path, extra_args: Sequence[str] = (), log: Path | None = None) -> None:
+    def __init__(
+        self,
+        catalogs: Path,
+        data_dir: Path,
+        extra_args: Sequence[str] = (),
+        log: Path | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.cwd = cwd  # `python -m server` imports the code of this directory (another checkout's, say)
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = log if log is not None else data_dir.parent / f"serve-{self.port}.log"
@@ -85,7 +94,7 @@ class ServeProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.exit_code = None
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.args, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
         try:
             return self.wait_serving(timeout)
         except BaseException:
