@@ -55,10 +55,11 @@ METRICS = (
 
 
 class EchoProcess:
-    def __init__(self, vw: bool = False, redis_url: str | None = None) -> None:
+    def __init__(self, vw: bool = False, redis_url: str | None = None, contract_keys: Path | None = None) -> None:
         self.port = free_port()
         args = [sys.executable, "-m", "benchmarks.load._echo", "--port", str(self.port)] + (["--vw"] if vw else [])
         args += ["--redis-url", redis_url] if redis_url else []
+        args += ["--contract", str(contract_keys)] if contract_keys else []
         self.proc = subprocess.Popen(args)
         grpc.channel_ready_future(grpc.insecure_channel(self.target)).result(timeout=60)
 

@@ -106,7 +106,10 @@ def record(py_spy: str, deployment: Deployment, seconds: float, rate: int, out: 
         tid: (name, (cpu - before.get(tid, (name, 0.0))[1]) / decisions * 1e6) for tid, (name, cpu) in after.items()
     }
     split = breakdown(out.read_text(), per_thread)
-    return figures | {"split": [[category, detail, us] for (category, detail), us in sorted(split.items())]}
+    return figures | {
+        "split": [[category, detail, us] for (category, detail), us in sorted(split.items())],
+        "threads": {str(tid): [name, us] for tid, (name, us) in per_thread.items()},  # to split the stacks again
+    }
 
 
 def totals(split: list[list[Any]]) -> dict[str, float]:

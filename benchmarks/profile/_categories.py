@@ -114,17 +114,35 @@ def _owner(name: str, where: str, learner: bool, periodic: bool) -> tuple[str, s
     return None
 
 
+#: A thread blocked in one of these is waiting, not running: py-spy's native mode samples it all the same.
+_WAITS = (
+    "epoll_wait", "poll", "select", "pthread_cond_timedwait", "pthread_cond_wait", "sem_wait", "sem_timedwait",
+    "sem_clockwait", "futex_wait", "__futex_abstimed_wait", "nanosleep", "clock_nanosleep", "PyThread_acquire_lock",
+    "take_gil",
+)  # fmt: skip
+
+
+def waiting(frames: Sequence[str]) -> bool:
+    """Whether a sampled stack is a thread blocked in a wait (the wait's own frame at most two from the leaf: a
+    libc address under it is its inside)."""
+    return any(_parse(f)[0].startswith(_WAITS) for f in frames[-3:])
+
+
 def thread_samples(collapsed: str) -> dict[int, Counter[tuple[str, str]]]:
-    """Per OS thread id: samples per (category, detail), from py-spy's raw output recorded with --threads."""
-    threads: dict[int, Counter[tuple[str, str]]] = {}
+    """Per OS thread id: samples per (category, detail), from py-spy's raw output recorded with --threads. A
+    thread's samples blocked in a wait use no CPU and are left out (but for a thread with nothing else, so its
+    few ticks still land where it waits)."""
+    running: dict[int, Counter[tuple[str, str]]] = {}
+    idle: dict[int, Counter[tuple[str, str]]] = {}
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         head, *frames = stack.split(";")
         tid = int(head.split("(")[1].split(")")[0], 0) if head.startswith("thread (") else 0
-        threads.setdefault(tid, Counter())[classify(frames)] += int(count)
-    return threads
+        into = idle if waiting(frames) else running
+        into.setdefault(tid, Counter())[classify(frames)] += int(count)
+    return {tid: running.get(tid) or idle[tid] for tid in running.keys() | idle.keys()}
 
 
 def breakdown(collapsed: str, thread_cpu_us: Mapping[int, tuple[str, float]]) -> dict[tuple[str, str], float]:
