@@ -85,6 +85,7 @@ class Metrics:
             "tailor_sessions_deleted_total", "Sessions erased by DeleteSession.", registry=registry
         )
         self._learn_counters: dict[tuple[str, str], tuple[Counter, Counter]] = {}
+        self._arm_counters: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
         self.learned = Counter(
             "tailor_learned_examples_total",
             "Decisions learned, by where the reward came from (reported, or the default at window close).",
@@ -284,6 +285,18 @@ class Metrics:
             found = self._learn_counters[key] = (
                 self.learned.labels(decision_point, source),
                 self.reward_scaled.labels(decision_point),
+            )
+        return found
+
+    def arm_counters(self, decision_point: str, arm: str) -> tuple[Counter, Counter, Counter]:
+        """The per-arm decisions, reward and squared-reward series of a decision point, looked up once."""
+        key = (decision_point, arm)
+        found = self._arm_counters.get(key)
+        if found is None:
+            found = self._arm_counters[key] = (
+                self.arm_decisions.labels(decision_point, arm),
+                self.arm_reward.labels(decision_point, arm),
+                self.arm_reward_squares.labels(decision_point, arm),
             )
         return found
 

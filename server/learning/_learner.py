@@ -136,9 +136,10 @@ def learn_example(
     cost = reward_to_cost(reward, *record.reward_range)
     decision = record.decision
     arm = decision.arm
-    metrics.arm_decisions.labels(record.decision_point, arm).inc()
-    metrics.arm_reward.labels(record.decision_point, arm).inc(-cost)  # cost is -(reward scaled to [0, 1])
-    metrics.arm_reward_squares.labels(record.decision_point, arm).inc(cost * cost)
+    decisions, rewards, squares = metrics.arm_counters(record.decision_point, arm)
+    decisions.inc()
+    rewards.inc(-cost)  # cost is -(reward scaled to [0, 1])
+    squares.inc(cost * cost)
     if arm == "holdout":
         return "held_out"
     try:

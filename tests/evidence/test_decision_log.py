@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from vowpalwabbit import pyvw
 
 from server.state.evidence import FileEvidenceLog, read_line
@@ -263,3 +265,63 @@ def test_canonical_lines_carry_vw_text_parser_numbers_and_nothing_else_changes()
     for name in ("c", "_label_cost", "_label_probability"):
         out.pop(name), doc.pop(name)
     assert out == doc  # nothing else changes
+
+
+_ids = st.text(st.characters(codec="utf-8"), min_size=1, max_size=8)
+_number = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False) | st.integers(-5, 5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(_ids, min_size=1, max_size=5, unique=True),
+    features=st.dictionaries(_ids, _ids | st.integers(1, 10**6), max_size=4),  # numbers are kept verbatim: "-0" stays
+    arm=st.sampled_from(["policy", "apprentice", "holdout"]),
+    outcome=st.sampled_from(["reward", "default", "unactivated"]),
+    reward=_number,
+    rewards=st.lists(st.floats(-1, 1, allow_nan=False), max_size=3),
+    baseline=st.booleans(),
+    activated=st.booleans(),
+    key=st.sampled_from([None, b"k" * 32]),
+)
+def test_a_line_is_byte_for_byte_what_json_dumps_writes(
+    ids: list[str],
+    features: dict[str, Any],
+    arm: str,
+    outcome: str,
+    reward: float,
+    rewards: list[float],
+    baseline: bool,
+    activated: bool,
+    key: bytes | None,
+) -> None:
+    """The line is formatted directly (it is written for every decision): it must be exactly the compact, ASCII
+    JSON that json.dumps gives for the same document, whatever the ids and features hold."""
+    from policies import action_line, encode_features, shared_line
+    from server.state.decision_log import Decision, DecisionRecord
+    from server.state.evidence import Pseudonymizer, dsjson_line
+
+    pmf = [1 / len(ids)] * len(ids)
+    ranking = tuple(zip(ids, pmf, strict=True))
+    decision = Decision(
+        "e1", ids[-1], pmf[-1], ranking, {}, "m.1", arm,  # type: ignore[arg-type]
+        ids[0] if arm == "apprentice" else "", 0.25 if arm == "apprentice" else 0.0,
+    )  # fmt: skip
+    record = DecisionRecord(
+        decision=decision,
+        session_id=ids[0],
+        decision_point=ids[-1],
+        shared=shared_line(encode_features(sorted(features.items())), encode_features([("n", 1.5)])),
+        actions=tuple(action_line(a, features) for a in ids),
+        chosen=len(ids) - 1,
+        created_at=1_796_814_000.123,
+        window_seconds=60,
+        aggregation="sum",
+        reward_range=(0, 5),
+        default_reward=0.0,
+        grace_seconds=600,
+        activated_at=1_796_814_001.5 if activated else None,
+        rewards=tuple(rewards),
+        baseline=ids[0] if baseline else None,
+    )
+    line = dsjson_line(record, reward, outcome, 1_796_814_031.5, Pseudonymizer(key))  # type: ignore[arg-type]
+    assert json.dumps(json.loads(line), separators=(",", ":")) == line

@@ -49,6 +49,8 @@ class Pseudonymizer:
 
     def __init__(self, key: bytes | None) -> None:
         self.key = key  # None: identifiers are written as they are (a deliberate setting)
+        #: Session ids come back decision after decision: their pseudonyms are remembered (event ids never repeat).
+        self.session = functools.lru_cache(maxsize=1 << 16)(self.__call__)
 
     def __call__(self, identifier: str) -> str:
         if self.key is None:
@@ -107,6 +109,19 @@ _COMPACT = (",", ":")
 _dumps = json.JSONEncoder(separators=_COMPACT).encode
 
 
+def _json(value: str | float | None) -> str:
+    """A scalar as json.dumps writes it (finite floats and ints are their repr)."""
+    if value is None:
+        return "null"
+    return _quote(value) if isinstance(value, str) else repr(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _strings(values: tuple[str, ...]) -> str:
+    """A list of strings as JSON (the candidates' ids: the same list decision after decision)."""
+    return "[" + ",".join(map(_quote, values)) + "]"
+
+
 def dsjson_line(
     record: DecisionRecord,
     reward: float,
@@ -116,60 +131,47 @@ def dsjson_line(
 ) -> str:
     """The DSJSON line of a decision as it was learned (or, `unactivated`, as it was never learned).
 
-    Written on the learner's path for every decision, so it is assembled from JSON fragments: the candidates'
-    part (`_multi`, most of a line) is encoded once per candidate set."""
+    Written on the learner's path for every decision, so it is formatted directly, byte for byte what json.dumps
+    would write for it (compact separators, ASCII), from fragments: the candidates' part (`_multi`, most of a
+    line) and their ids are encoded once per candidate set, a session's pseudonym once per session."""
     decision = record.decision
     multi, position = _candidates(record.actions)
     ranking = decision.ranking
-    order: list[int] = []
+    order: list[str] = []
     action_ids = [""] * len(position)
     for action_id, _ in ranking:
         i = position[_escaped(action_id)]
-        order.append(i + 1)
+        order.append(str(i + 1))
         action_ids[i] = action_id
     cost = reward_to_cost(reward, *record.reward_range)
-    event_id = pseudonymize(decision.event_id)
-    head = _dumps(
-        {
-            "_label_cost": cost,  # the text label Tailor learned from was `0:{cost!r}:{probability!r}`
-            "_label_probability": decision.probability,
-            "_label_Action": record.chosen + 1,
-            "_labelIndex": record.chosen,
-            "o": [{"v": reward, "EventId": event_id}] if outcome == "reward" else [],
-            "Timestamp": _iso(record.created_at),
-            "Version": "1",
-            "EventId": event_id,
-            "a": order,
-        }
+    event_id = _quote(pseudonymize(decision.event_id))
+    # The text label Tailor learned from was `0:{cost!r}:{probability!r}`.
+    observed = f'[{{"v":{reward!r},"EventId":{event_id}}}]' if outcome == "reward" else "[]"
+    head = (
+        f'{{"_label_cost":{cost!r},"_label_probability":{decision.probability!r},"_label_Action":{record.chosen + 1},'
+        f'"_labelIndex":{record.chosen},"o":{observed},"Timestamp":"{_iso(record.created_at)}","Version":"1",'
+        f'"EventId":{event_id},"a":[{",".join(order)}]'
     )
     shared = _namespaces_json(record.shared)
-    tail: dict[str, Any] = {"p": [p for _, p in ranking], "VWState": {"m": decision.model_version}}
-    if outcome == "unactivated" or decision.arm == "holdout":  # never learned
-        tail["_skipLearn"] = True
-    tail["_tailor"] = {
-        "format": LOG_FORMAT,
-        "decision_point": record.decision_point,
-        "session": pseudonymize(record.session_id),
-        "action_ids": action_ids,
-        "chosen": decision.action_id,
-        "model": decision.model_version,
-        "arm": decision.arm,
-        "baseline": record.baseline,
-        **(
-            {"model_action": decision.model_action_id, "model_probability": decision.model_probability}
-            if decision.arm == "apprentice"
-            else {}
-        ),
-        "reward": reward,
-        "outcome": outcome,
-        "reward_range": list(record.reward_range),
-        "rewards": list(record.rewards),
-        "decided_at": record.created_at,
-        "activated_at": record.activated_at,
-        "learned_at": learned_at,
-    }
     context = "{" + shared + ("," if shared else "") + '"_multi":' + multi + "}"
-    return head[:-1] + ',"c":' + context + "," + _dumps(tail)[1:]
+    model = _quote(decision.model_version)
+    skip = ',"_skipLearn":true' if outcome == "unactivated" or decision.arm == "holdout" else ""  # never learned
+    apprentice = (
+        f',"model_action":{_quote(decision.model_action_id)},"model_probability":{decision.model_probability!r}'
+        if decision.arm == "apprentice"
+        else ""
+    )
+    low, high = record.reward_range
+    tailor = (
+        f'{{"format":{LOG_FORMAT},"decision_point":{_quote(record.decision_point)},'
+        f'"session":{_quote(pseudonymize.session(record.session_id))},"action_ids":{_strings(tuple(action_ids))},'
+        f'"chosen":{_quote(decision.action_id)},"model":{model},"arm":{_quote(decision.arm)},'
+        f'"baseline":{_json(record.baseline)}{apprentice},"reward":{reward!r},"outcome":{_quote(outcome)},'
+        f'"reward_range":[{low!r},{high!r}],"rewards":[{",".join(map(repr, record.rewards))}],'
+        f'"decided_at":{record.created_at!r},"activated_at":{_json(record.activated_at)},"learned_at":{learned_at!r}}}'
+    )
+    probabilities = ",".join([repr(p) for _, p in ranking])
+    return f'{head},"c":{context},"p":[{probabilities}],"VWState":{{"m":{model}}}{skip},"_tailor":{tailor}}}'
 
 
 class _Number(str):
