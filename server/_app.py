@@ -8,11 +8,10 @@ changed models, persist retained decisions, exit).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,8 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 ADMIN_SERVICE_NAME: str = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
 PENDING_FILE = "pending-decisions.jsonl"
 _SWEEP_SECONDS = 0.05
+#: The most a shutdown step may take beyond its grace before the shutdown goes on without it (a stop never hangs).
+_STEP_SECONDS = 10.0
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None, what: str) -> int:
@@ -659,15 +660,22 @@ class TailorServer:
         await self.health.enter_graceful_shutdown()
         if self.console is not None:
             await self.console.stop()
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
         if self._server is not None:
-            await self._server.stop(self.config.shutdown_grace_seconds if grace is None else grace)
+            await _bounded("gRPC server stop", self._server.stop(grace), grace + _STEP_SECONDS)
         if self._health_server is not None:  # probes saw NOT_SERVING while the calls drained
-            await self._health_server.stop(0)
+            await _bounded("health server stop", self._health_server.stop(0), _STEP_SECONDS)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=_STEP_SECONDS)
+            for task in pending:
+                log.warning(
+                    "shutdown: task %s did not end within %.0f s of its cancellation; going on",
+                    task.get_name(),
+                    _STEP_SECONDS,
+                    extra={"event": "shutdown_step_timeout", "step": task.get_name()},
+                )
         learned = written = saved = 0
         if self.learner is not None and isinstance(self.decisions, InMemoryDecisionLog):
             await self.decisions.close_windows(time.time())
@@ -681,9 +689,8 @@ class TailorServer:
             written = self.snapshot_changed()
             self.save_series()
             saved = self.decisions.save(self.pending_file)
-        if self.redis is not None:
-            await redis_close_pipelines(self.redis)
-            await self.redis.aclose()  # Redis mode: everything acknowledged is already in Redis
+        if self.redis is not None:  # Redis mode: everything acknowledged is already in Redis
+            await _bounded("Redis connections close", self._close_redis(self.redis), _STEP_SECONDS)
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -697,5 +704,23 @@ class TailorServer:
             extra={"event": "stopped", "learned": learned, "snapshots": written, "decisions_kept": saved},
         )
 
+    @staticmethod
+    async def _close_redis(client: aioredis.Redis) -> None:
+        await redis_close_pipelines(client)
+        await client.aclose()
+
     async def wait_closed(self) -> None:
         await self._stopped.wait()
+
+
+async def _bounded(step: str, awaitable: Awaitable[Any], seconds: float) -> None:
+    """Await a shutdown step for at most `seconds`; past that, log it and go on (the process is ending)."""
+    try:
+        await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        log.warning(
+            "shutdown: %s did not finish within %.0f s; going on",
+            step,
+            seconds,
+            extra={"event": "shutdown_step_timeout", "step": step},
+        )

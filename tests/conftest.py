@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import threading
@@ -83,7 +84,16 @@ class RunningServer:
         self.stopped = False
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout=60)
+        except TimeoutError:  # say where the server's loop is stuck: every task's stack
+            stacks = io.StringIO()
+            for task in asyncio.all_tasks(self.loop):
+                task.print_stack(file=stacks)
+            raise TimeoutError(
+                f"the server's loop did not answer within 60 s; its tasks:\n{stacks.getvalue()}"
+            ) from None
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run fn on the server's loop thread (safe access to its state)."""
