@@ -667,15 +667,8 @@ class TailorServer:
             await _bounded("health server stop", self._health_server.stop(0), _STEP_SECONDS)
         for task in self._tasks:
             task.cancel()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=_STEP_SECONDS)
-            for task in pending:
-                log.warning(
-                    "shutdown: task %s did not end within %.0f s of its cancellation; going on",
-                    task.get_name(),
-                    _STEP_SECONDS,
-                    extra={"event": "shutdown_step_timeout", "step": task.get_name()},
-                )
+        # gather with return_exceptions: each task's end (cancelled, or an error it died of) is collected
+        await _bounded("background tasks", asyncio.gather(*self._tasks, return_exceptions=True), _STEP_SECONDS)
         learned = written = saved = 0
         if self.learner is not None and isinstance(self.decisions, InMemoryDecisionLog):
             await self.decisions.close_windows(time.time())

@@ -1,6 +1,6 @@
 """Every microsecond of serving CPU explained: native-mode profiles split by a fixed category map.
 
-    .venv/bin/python -m benchmarks.profile [--seconds 20] [--rate 50]
+    .venv/bin/python -m benchmarks.profile [--seconds 60] [--rate 10]
 
 Starts echo+VW (the ceiling: transport plus raw VW predict and learn, `benchmarks/load/_echo.py`), `tailor
 serve` on the embedded default, and a Redis-mode replica (private redis-server, `tailor learn`); both
@@ -163,8 +163,10 @@ def report(result: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
+    parser.add_argument("--seconds", type=float, default=60.0, help="of load (and sampling) per deployment")
+    parser.add_argument(
+        "--rate", type=int, default=10, help="py-spy samples per second (at 50 native sampling slows the server 3x)"
+    )
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
