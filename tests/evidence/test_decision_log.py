@@ -231,24 +231,34 @@ def test_a_full_disk_costs_log_lines_not_learning(start_server: Callable[..., Ru
     assert list((tmp_path / "data" / "models" / "home_layout").rglob("*.vw"))
 
 
+def logged_record(decision: Any, **fields: Any) -> Any:
+    """A decision record as the learner hands it to the log: one decided at a fixed time, activated then, in a
+    60 s window on a [0, 2] reward range, unless `fields` say otherwise."""
+    from server.state.decision_log import DecisionRecord
+
+    defaults: dict[str, Any] = {
+        "session_id": "s1",
+        "decision_point": "home_layout",
+        "created_at": 1_796_814_000.123,
+        "window_seconds": 60,
+        "aggregation": "first",
+        "reward_range": (0.0, 2.0),
+        "default_reward": 0.0,
+        "grace_seconds": 600,
+        "activated_at": 1_796_814_000.123,
+    }
+    return DecisionRecord(decision=decision, **(defaults | fields))
+
+
 def test_canonical_lines_carry_vw_text_parser_numbers_and_nothing_else_changes() -> None:
-    from server.state.decision_log import Decision, DecisionRecord
+    from server.state.decision_log import Decision
     from server.state.evidence import Pseudonymizer, canonical, dsjson_line
 
-    record = DecisionRecord(
-        decision=Decision("e1", "b", 0.6, (("b", 0.6), ("a", 0.4)), {}, "abc.3"),
-        session_id="s1",
-        decision_point="home_layout",
+    record = logged_record(
+        Decision("e1", "b", 0.6, (("b", 0.6), ("a", 0.4)), {}, "abc.3"),
         shared="shared |c device=mobile basket:35.5 zero:0 |s events:1.0986123",
         actions=("|a id=a density:24", "|a id=b density:6.46931e-08"),
         chosen=1,
-        created_at=1_796_814_000.123,
-        window_seconds=60,
-        aggregation="first",
-        reward_range=(0.0, 2.0),
-        default_reward=0.0,
-        grace_seconds=600,
-        activated_at=1_796_814_000.123,
     )
     raw = dsjson_line(record, 1.0, "reward", 1_796_814_031.5, Pseudonymizer(None))
     doc = json.loads(raw)
@@ -297,7 +307,7 @@ def test_a_line_is_byte_for_byte_what_json_dumps_writes(
     """The line is formatted directly (it is written for every decision): it must be exactly the compact, ASCII
     JSON that json.dumps gives for the same document, whatever the ids and features hold."""
     from policies import action_line, encode_features, shared_line
-    from server.state.decision_log import Decision, DecisionRecord
+    from server.state.decision_log import Decision
     from server.state.evidence import Pseudonymizer, dsjson_line
 
     pmf = [1 / len(ids)] * len(ids)
@@ -306,22 +316,36 @@ def test_a_line_is_byte_for_byte_what_json_dumps_writes(
         "e1", ids[-1], pmf[-1], ranking, {}, "m.1", arm,  # type: ignore[arg-type]
         ids[0] if arm == "apprentice" else "", 0.25 if arm == "apprentice" else 0.0,
     )  # fmt: skip
-    record = DecisionRecord(
-        decision=decision,
+    record = logged_record(
+        decision,
         session_id=ids[0],
         decision_point=ids[-1],
         shared=shared_line(encode_features(sorted(features.items())), encode_features([("n", 1.5)])),
         actions=tuple(action_line(a, features) for a in ids),
         chosen=len(ids) - 1,
-        created_at=1_796_814_000.123,
-        window_seconds=60,
-        aggregation="sum",
         reward_range=(0, 5),
-        default_reward=0.0,
-        grace_seconds=600,
         activated_at=1_796_814_001.5 if activated else None,
         rewards=tuple(rewards),
         baseline=ids[0] if baseline else None,
     )
     line = dsjson_line(record, reward, outcome, 1_796_814_031.5, Pseudonymizer(key))  # type: ignore[arg-type]
     assert json.dumps(json.loads(line), separators=(",", ":")) == line
+
+
+@pytest.mark.parametrize("space", ["\xa0", "\x85", "\u2028", "\u3000"])
+def test_a_value_with_unicode_whitespace_stays_one_feature(space: str) -> None:
+    """VW reads tokens between ASCII spaces; a no-break space inside a category is part of its value, in the log
+    as in what was learned."""
+    from policies import action_line, encode_features, shared_line
+    from server.state.decision_log import Decision
+    from server.state.evidence import Pseudonymizer, dsjson_line
+
+    record = logged_record(
+        Decision("e1", "a", 1.0, (("a", 1.0),), {}, "m.1"),
+        shared=shared_line(encode_features([("category", f"home{space}garden"), ("n", 2.0)])),
+        actions=(action_line("a", {"style": f"big{space}grid"}),),
+        chosen=0,
+    )
+    doc = json.loads(dsjson_line(record, 1.0, "reward", 1_796_814_031.5, Pseudonymizer(None)))
+    assert doc["c"]["c"] == {f"category=home{space}garden": 1, "n": 2}
+    assert doc["c"]["_multi"] == [{"a": {"id=a": 1, f"style=big{space}grid": 1}}]

@@ -68,7 +68,9 @@ def _namespaces_json(line: str) -> str:
     for part in line.split("|")[1:]:
         name, _, body = part.partition(" ")
         features = []
-        for token in body.split():
+        # Tokens are separated by ASCII spaces only, as VW reads them: str.split() would also split on the Unicode
+        # whitespace a text value may hold (a no-break space in a category, U+0085), which Tailor never escapes.
+        for token in filter(None, body.split(" ")):
             key, colon, number = token.rpartition(":")  # ":" never occurs in an escaped key or text value
             features.append(f"{_quote(key)}:{number}" if colon else f"{_quote(token)}:1")
         parts.append(f"{_quote(name)}:{{{','.join(features)}}}")
